@@ -1,0 +1,118 @@
+"""create_app(settings) -> the FastAPI application: routers, lifespan, error handlers, web client."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from clipfeed.config import Settings
+from clipfeed.db import Database
+from clipfeed.errors import ClipfeedError
+from clipfeed.events import EventBus
+from clipfeed.jobs import JobQueue
+from clipfeed.storage import build_store
+
+log = logging.getLogger("clipfeed")
+
+WEB_STATIC = Path(__file__).parent / "web" / "static"
+
+# Headers a browser tus client must be allowed to read and send across origins.
+TUS_EXPOSED_HEADERS = [
+    "Location", "Upload-Offset", "Upload-Length", "Upload-Expires", "Upload-Metadata", "Tus-Version",
+    "Tus-Resumable", "Tus-Extension", "Tus-Max-Size", "Tus-Checksum-Algorithm", "Clipfeed-Video-Id",
+]
+TUS_REQUEST_HEADERS = [
+    "Authorization", "Content-Type", "Tus-Resumable", "Upload-Offset", "Upload-Length", "Upload-Metadata",
+    "Upload-Checksum", "Upload-Defer-Length", "Upload-Concat", "X-HTTP-Method-Override", "X-Requested-With",
+]
+
+
+def _error(status: int, code: str, message: str, headers: dict | None = None, field: str | None = None) -> JSONResponse:
+    body = {"code": code, "message": message}
+    if field:
+        body["field"] = field
+    return JSONResponse({"error": body}, status_code=status, headers=headers)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ClipfeedError)
+    async def clipfeed_error(_request: Request, exc: ClipfeedError):
+        return _error(exc.status, exc.code, exc.message, exc.headers, exc.field)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_request: Request, exc: RequestValidationError):
+        first = exc.errors()[0] if exc.errors() else {}
+        loc = [str(part) for part in first.get("loc", ()) if part not in ("body", "query", "path", "header")]
+        field = ".".join(loc) or None
+        message = first.get("msg", "invalid request")
+        if first.get("type") == "json_invalid":
+            message, field = "request body is not valid JSON", None
+        return _error(422, "validation_error", f"{field}: {message}" if field else message, field=field)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException):
+        codes = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized", 403: "forbidden"}
+        return _error(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail), exc.headers)
+
+    @app.exception_handler(Exception)
+    async def unexpected(_request: Request, exc: Exception):
+        log.exception("unhandled error", exc_info=exc)
+        return _error(500, "internal_error", "something went wrong on our side")
+
+
+def create_app(settings: Settings | None = None, *, run_workers: bool | None = None) -> FastAPI:
+    settings = settings or Settings()
+    start_workers = settings.run_workers if run_workers is None else run_workers
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        app.state.settings = settings
+        app.state.db = Database(settings)
+        app.state.store = build_store(settings)
+        app.state.events = EventBus()
+        app.state.jobs = JobQueue(settings)
+        if start_workers:
+            app.state.jobs.start_consumer()
+        try:
+            yield
+        finally:
+            app.state.jobs.stop_consumer()
+            await app.state.db.dispose()
+
+    app = FastAPI(title="clipfeed", version="0.1.0", lifespan=lifespan,
+                  docs_url="/api/docs", openapi_url="/api/openapi.json")
+    _install_error_handlers(app)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware, allow_origins=settings.cors_origins, allow_credentials=True,
+            allow_methods=["GET", "POST", "PATCH", "DELETE", "HEAD", "OPTIONS"],
+            allow_headers=TUS_REQUEST_HEADERS, expose_headers=TUS_EXPOSED_HEADERS, max_age=600,
+        )
+
+    from clipfeed.accounts.api import router as accounts_router
+    from clipfeed.delivery.api import router as delivery_router
+    from clipfeed.media.api import router as videos_router
+    from clipfeed.media.tus import router as tus_router
+    from clipfeed.web.pages import router as pages_router
+
+    app.include_router(accounts_router)
+    app.include_router(tus_router)
+    app.include_router(videos_router)
+    app.include_router(delivery_router)
+    app.include_router(pages_router)
+
+    @app.get("/healthz", tags=["ops"])
+    async def healthz():
+        return {"status": "ok"}
+
+    WEB_STATIC.mkdir(parents=True, exist_ok=True)
+    app.mount("/static", StaticFiles(directory=WEB_STATIC), name="static")
+    return app

@@ -1,0 +1,120 @@
+"""Settings: the only place defaults live. Everything reads a Settings instance, never the environment."""
+
+from __future__ import annotations
+
+import secrets
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CLIPFEED_", env_file=None, extra="ignore")
+
+    # Where the embedded shape keeps its SQLite file, job queue and local blobs.
+    data_dir: Path = Path("./data")
+    # sqlite+aiosqlite:///... (default, inside data_dir) or postgresql+asyncpg://...
+    database_url: str | None = None
+    # PostgreSQL schema to live in (search_path); lets several deployments or test runs share a database.
+    database_schema: str | None = None
+    # Set to use Redis for jobs (and, later, events, caches and rate limits).
+    redis_url: str | None = None
+    # file:///path (default: data_dir/blobs). The BlobStore protocol fits S3; only LocalStore ships now.
+    storage_url: str | None = None
+    # Names the job queue; lets tests and several deployments share one Redis.
+    queue_name: str = "clipfeed"
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    # Used to build absolute URLs (share links, tus Location). Empty: derived from the request.
+    public_base_url: str = ""
+    # Browser origins allowed to call the API with credentials. Never "*".
+    cors_origins: list[str] = Field(default_factory=list)
+    # Secret for signed media URLs; generated once into data_dir when left empty.
+    secret_key: str = ""
+    session_ttl_days: int = 30
+    cookie_secure: bool = False
+
+    # In-process job consumer started by `clipfeed serve` (embedded shape).
+    run_workers: bool = True
+    worker_threads: int = 1
+    # A job whose heartbeat is older than this is considered lost (worker killed) and re-run.
+    job_lease_seconds: int = 120
+    job_retries: int = 2
+
+    # Login throttling: attempts per window, per handle and per IP.
+    login_attempts: int = 10
+    login_window_seconds: int = 300
+
+    # Upload limits.
+    max_upload_bytes: int = 200 * MB
+    upload_expiry_hours: int = 24
+    min_duration_s: float = 1.0
+    max_duration_s: float = 60.0
+    max_dimension: int = 4096
+    max_fps: float = 120.0
+
+    # Transcoding.
+    ffmpeg_path: str | None = None
+    x264_preset: str = "veryfast"
+    ffmpeg_timeout_s: float = 900.0
+    # Cap on everything one job may write: a hostile file cannot fill the disk.
+    max_output_bytes: int = 2048 * MB
+
+    # Media delivery.
+    signed_url_ttl_seconds: int = 3600
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _no_wildcard(cls, origins: list[str]) -> list[str]:
+        if "*" in origins:
+            raise ValueError("CLIPFEED_CORS_ORIGINS must list origins; '*' cannot be used with credentials")
+        return origins
+
+    @cached_property
+    def resolved_data_dir(self) -> Path:
+        path = self.data_dir.expanduser().resolve()
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            url = self.database_url
+            # Accept the plain forms people paste and pick the async drivers.
+            if url.startswith("postgresql://") or url.startswith("postgres://"):
+                url = "postgresql+asyncpg://" + url.split("://", 1)[1]
+            elif url.startswith("sqlite:///"):
+                url = "sqlite+aiosqlite:///" + url.split(":///", 1)[1]
+            return url
+        return f"sqlite+aiosqlite:///{self.resolved_data_dir / 'clipfeed.sqlite3'}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.resolved_database_url.startswith("sqlite")
+
+    @property
+    def blob_root(self) -> Path:
+        if self.storage_url:
+            if not self.storage_url.startswith("file://"):
+                raise ValueError("only file:// storage is available in this build")
+            return Path(self.storage_url[len("file://"):])
+        return self.resolved_data_dir / "blobs"
+
+    @cached_property
+    def signing_key(self) -> bytes:
+        if self.secret_key:
+            return self.secret_key.encode()
+        key_file = self.resolved_data_dir / "secret_key"
+        if not key_file.exists():
+            key_file.write_text(secrets.token_urlsafe(48))
+            key_file.chmod(0o600)
+        return key_file.read_text().strip().encode()
+
+
+def load_settings(**overrides) -> Settings:
+    return Settings(**overrides)

@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.pool import NullPool
+
+from clipfeed.config import Settings
+
+
+def _tune_sqlite(dbapi_connection, _record) -> None:
+    # WAL lets readers proceed while a writer commits; busy_timeout makes writers queue
+    # instead of failing with "database is locked" when the API and a worker write at once.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+    # Take over transaction control from pysqlite (see _begin_immediate).
+    dbapi_connection.isolation_level = None
+
+
+def _begin_immediate(connection) -> None:
+    # A deferred SQLite transaction that reads and then writes fails with SQLITE_BUSY when
+    # another writer committed in between; BEGIN IMMEDIATE queues writers on busy_timeout
+    # instead, which keeps counters and state transitions exact without retry loops.
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def build_engine(settings: Settings, *, pooled: bool = True) -> AsyncEngine:
+    url = settings.resolved_database_url
+    kwargs: dict = {}
+    if not pooled:
+        kwargs["poolclass"] = NullPool
+    elif not url.startswith("sqlite"):
+        kwargs.update(pool_size=10, max_overflow=10, pool_pre_ping=True)
+    if settings.database_schema and not url.startswith("sqlite"):
+        kwargs["connect_args"] = {"server_settings": {"search_path": settings.database_schema}}
+    engine = create_async_engine(url, **kwargs)
+    if url.startswith("sqlite"):
+        event.listen(engine.sync_engine, "connect", _tune_sqlite)
+        event.listen(engine.sync_engine, "begin", _begin_immediate)
+    return engine
+
+
+class Database:
+    """One engine and session factory per process (API) or per job run (worker thread)."""
+
+    def __init__(self, settings: Settings, *, pooled: bool = True):
+        self.settings = settings
+        self.engine = build_engine(settings, pooled=pooled)
+        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        """A unit of work: committed when the block succeeds, rolled back when it raises.
+        Callbacks registered with on_commit() run after a successful commit."""
+        async with self.sessions() as session:
+            try:
+                yield session
+            except Exception as exc:
+                if getattr(exc, "commit", False):
+                    await commit(session)
+                else:
+                    await session.rollback()
+                raise
+            await commit(session)
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+def on_commit(session: AsyncSession, callback) -> None:
+    """Run callback() once the surrounding transaction has committed (e.g. enqueue a job
+    whose input this transaction writes: the worker must be able to read it)."""
+    session.info.setdefault("on_commit", []).append(callback)
+
+
+async def commit(session: AsyncSession) -> None:
+    await session.commit()
+    for callback in session.info.pop("on_commit", []):
+        result = callback()
+        if hasattr(result, "__await__"):
+            await result

@@ -1,0 +1,4 @@
+"""Imports every domain's tables so Base.metadata (and Alembic) sees the whole schema."""
+
+from clipfeed.accounts import models as accounts_models  # noqa: F401
+from clipfeed.media import models as media_models  # noqa: F401

@@ -1,0 +1,256 @@
+"""The processing job: probe -> ladder (lowest rung published first) -> artefacts -> sound.
+
+Runs on a worker thread inside its own event loop. ffmpeg work happens in a further thread;
+its callbacks hop back onto this loop to touch the database and the blob store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+from datetime import timedelta
+from pathlib import Path
+
+from sqlalchemy import or_, select, update
+
+from clipfeed.accounts.models import User
+from clipfeed.config import Settings
+from clipfeed.db import Database
+from clipfeed.db.base import utcnow
+from clipfeed.media import keys
+from clipfeed.media.ffmpeg import Rung, plan_ladder, transcode_ladder, write_master_playlist
+from clipfeed.media.models import Sound, Video, VideoStatus
+from clipfeed.media.probe import MediaRejected, ProbeResult, probe_media
+from clipfeed.storage import BlobStore, build_store
+
+log = logging.getLogger("clipfeed.media.pipeline")
+
+ARTIFACT_FILES = ("poster.jpg", "preview.webp", "storyboard.jpg", "storyboard.vtt")
+
+
+class VideoGone(Exception):
+    """The video was deleted while it was being processed."""
+
+
+def _max_attempts(settings: Settings) -> int:
+    return settings.job_retries + 1
+
+
+async def claim(db: Database, settings: Settings, video_id: str) -> bool:
+    """Atomically take the job: only one worker processes a video at a time, and a video whose
+    worker died (stale heartbeat) can be taken over."""
+    now = utcnow()
+    stale = now - timedelta(seconds=settings.job_lease_seconds)
+    async with db.transaction() as session:
+        result = await session.execute(
+            update(Video)
+            .where(Video.id == video_id,
+                   Video.status.in_((VideoStatus.PROCESSING, VideoStatus.READY)),
+                   Video.progress < 100,
+                   or_(Video.heartbeat_at.is_(None), Video.heartbeat_at < stale))
+            .values(heartbeat_at=now, attempts=Video.attempts + 1))
+        return result.rowcount == 1
+
+
+async def _heartbeat(db: Database, video_id: str, interval: float) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        async with db.transaction() as session:
+            await session.execute(update(Video).where(Video.id == video_id).values(heartbeat_at=utcnow()))
+
+
+class Processor:
+    def __init__(self, settings: Settings, db: Database, store: BlobStore, video_id: str):
+        self.settings = settings
+        self.db = db
+        self.store = store
+        self.video_id = video_id
+        self.workdir = settings.resolved_data_dir / "work" / video_id
+        self.published: list[dict] = []
+        self._last_progress = -1.0
+
+    async def _load(self, session) -> Video:
+        video = await session.get(Video, self.video_id)
+        if video is None:
+            raise VideoGone(self.video_id)
+        return video
+
+    async def run(self) -> None:
+        async with self.db.transaction() as session:
+            video = await self._load(session)
+            source_key, owner_id = video.source_key, video.owner_id
+            self.published = list(video.renditions or [])
+        source = await self._local_source(source_key)
+        probe = await asyncio.to_thread(
+            probe_media, source, max_bytes=self.settings.max_upload_bytes,
+            min_duration_s=self.settings.min_duration_s, max_duration_s=self.settings.max_duration_s,
+            max_dimension=self.settings.max_dimension, max_fps=self.settings.max_fps)
+        await self._save_probe(probe)
+        rungs = plan_ladder(probe.display_width, probe.display_height)
+        shutil.rmtree(self.workdir, ignore_errors=True)
+        self.workdir.mkdir(parents=True)
+        loop = asyncio.get_running_loop()
+
+        def on_progress(fraction: float) -> None:
+            asyncio.run_coroutine_threadsafe(self._progress(fraction), loop).result()
+
+        def on_rung_ready(rung: Rung) -> None:
+            asyncio.run_coroutine_threadsafe(self._publish_rung(rung, rungs, probe), loop).result()
+
+        result = await asyncio.to_thread(
+            transcode_ladder, source, self.workdir, rungs, has_audio=probe.has_audio,
+            duration_s=probe.duration_s, preset=self.settings.x264_preset,
+            timeout_s=self.settings.ffmpeg_timeout_s, max_output_bytes=self.settings.max_output_bytes,
+            on_progress=on_progress, on_rung_ready=on_rung_ready, ffmpeg=self.settings.ffmpeg_path)
+        await self._finish(result, owner_id, probe)
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    async def _local_source(self, source_key: str) -> Path:
+        path = self.store.local_path(source_key)
+        if path is not None and path.exists():
+            return path
+        # A remote store: fetch the original next to the work files, under a server-made name.
+        target = self.settings.resolved_data_dir / "work" / f"{self.video_id}.source"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(target, "wb") as handle:
+            async for chunk in self.store.read(source_key):
+                handle.write(chunk)
+        return target
+
+    async def _save_probe(self, probe: ProbeResult) -> None:
+        async with self.db.transaction() as session:
+            video = await self._load(session)
+            video.duration_ms = int(round(probe.duration_s * 1000))
+            video.width, video.height = probe.display_width, probe.display_height
+            video.fps = probe.fps
+            video.bitrate = probe.bitrate
+            video.has_audio = probe.has_audio
+            video.features = {**(video.features or {}), "probe": {
+                "container": probe.container, "video_codec": probe.video_codec, "audio_codec": probe.audio_codec,
+                "rotation": probe.rotation, "coded_width": probe.width, "coded_height": probe.height,
+                "size_bytes": probe.size_bytes}}
+
+    async def _progress(self, fraction: float) -> None:
+        percent = max(0.0, min(99.0, fraction * 100.0))
+        if percent - self._last_progress < 1.0:
+            return
+        self._last_progress = percent
+        async with self.db.transaction() as session:
+            await session.execute(update(Video).where(Video.id == self.video_id, Video.progress < percent)
+                                  .values(progress=percent, heartbeat_at=utcnow()))
+
+    async def _put_tree(self, local_dir: Path, key_prefix: str) -> None:
+        # Segments first, playlist last: a reader that sees the playlist finds every segment.
+        files = sorted((p for p in local_dir.rglob("*") if p.is_file()), key=lambda p: p.suffix == ".m3u8")
+        for path in files:
+            await self.store.put_file(f"{key_prefix}/{path.relative_to(local_dir).as_posix()}", path)
+
+    async def _publish_rung(self, rung: Rung, all_rungs: list[Rung], probe: ProbeResult) -> None:
+        await self._put_tree(self.workdir / rung.name, keys.hls_key(self.video_id, rung.name))
+        ready_names = {r["name"] for r in self.published} | {rung.name}
+        ready = [r for r in all_rungs if r.name in ready_names]
+        master = self.workdir / "master.m3u8"
+        write_master_playlist(ready, master, has_audio=probe.has_audio)
+        await self.store.put_file(keys.hls_key(self.video_id, "master.m3u8"), master)
+        self.published = [r for r in self.published if r["name"] != rung.name] + [
+            {"name": rung.name, "width": rung.width, "height": rung.height,
+             "bandwidth": rung.maxrate_kbps * 1000, "playlist": f"{rung.name}/playlist.m3u8"}]
+        files = await self._publish_artifacts()
+        async with self.db.transaction() as session:
+            video = await self._load(session)
+            video.renditions = sorted(self.published, key=lambda r: r["height"] * r["width"])
+            video.artifacts = {**(video.artifacts or {}), "files": sorted(set((video.artifacts or {}).get("files", [])) | set(files))}
+            if video.status == VideoStatus.PROCESSING:
+                video.status = VideoStatus.READY
+                video.published_at = utcnow()
+            video.heartbeat_at = utcnow()
+
+    async def _publish_artifacts(self) -> list[str]:
+        published = []
+        for name in ARTIFACT_FILES:
+            path = self.workdir / name
+            if path.exists():
+                await self.store.put_file(keys.artifact_key(self.video_id, name), path)
+                published.append(name)
+        return published
+
+    async def _finish(self, result, owner_id: str, probe: ProbeResult) -> None:
+        files = await self._publish_artifacts()
+        sound_path = self.workdir / "sound.m4a"
+        async with self.db.transaction() as session:
+            video = await self._load(session)
+            artifacts = dict(video.artifacts or {})
+            artifacts["files"] = sorted(set(artifacts.get("files", [])) | set(files))
+            if sound_path.exists() and not artifacts.get("sound_id"):
+                owner = await session.get(User, owner_id)
+                sound = await session.scalar(select(Sound).where(Sound.source_video_id == video.id))
+                if sound is None:
+                    sound = Sound(owner_id=owner_id, source_video_id=video.id,
+                                  title=f"original sound - @{owner.handle if owner else 'unknown'}",
+                                  duration_ms=video.duration_ms or 0, blob_key="")
+                    session.add(sound)
+                    await session.flush()
+                sound.blob_key = keys.sound_key(sound.id)
+                await self.store.put_file(sound.blob_key, sound_path)
+                artifacts["sound_id"] = sound.id
+            video.artifacts = artifacts
+            video.features = {**(video.features or {}), **(getattr(result, "features", None) or {})}
+            video.progress = 100.0
+            video.heartbeat_at = None
+            if video.status == VideoStatus.PROCESSING:  # a source with no rung would be a bug
+                video.status = VideoStatus.READY
+                video.published_at = utcnow()
+
+
+async def _mark(db: Database, video_id: str, *, status: str, code: str, reason: str) -> None:
+    async with db.transaction() as session:
+        await session.execute(update(Video).where(Video.id == video_id).values(
+            status=status, rejection_code=code, rejection_reason=reason, heartbeat_at=None, updated_at=utcnow()))
+
+
+async def process_video(settings: Settings, video_id: str) -> None:
+    db = Database(settings, pooled=False)
+    store = build_store(settings)
+    try:
+        if not await claim(db, settings, video_id):
+            return  # done already, gone, or another worker holds a fresh lease
+        async with db.transaction() as session:
+            attempts = (await session.get(Video, video_id)).attempts
+        if attempts > _max_attempts(settings):
+            await _mark(db, video_id, status=VideoStatus.FAILED, code="processing_failed",
+                        reason=f"processing stopped after {attempts - 1} attempts (the worker kept dying)")
+            return
+        beat = asyncio.create_task(_heartbeat(db, video_id, max(0.5, settings.job_lease_seconds / 4)))
+        try:
+            await Processor(settings, db, store, video_id).run()
+        except MediaRejected as rejected:
+            await _mark(db, video_id, status=VideoStatus.REJECTED, code=rejected.code, reason=rejected.message)
+        except VideoGone:
+            log.info("video %s was deleted during processing", video_id)
+        except Exception as exc:
+            log.exception("processing %s failed (attempt %s)", video_id, attempts)
+            if attempts >= _max_attempts(settings):
+                await _mark(db, video_id, status=VideoStatus.FAILED, code="processing_failed",
+                            reason=f"processing failed: {str(exc)[:500]}")
+                return
+            async with db.transaction() as session:  # release the lease so the retry can claim it
+                await session.execute(update(Video).where(Video.id == video_id).values(heartbeat_at=None))
+            raise
+        finally:
+            beat.cancel()
+    finally:
+        await db.dispose()
+
+
+async def recover_stale(settings: Settings) -> list[str]:
+    """Videos whose worker stopped heart-beating (killed, machine lost): enqueue them again."""
+    db = Database(settings, pooled=False)
+    try:
+        stale = utcnow() - timedelta(seconds=settings.job_lease_seconds)
+        async with db.transaction() as session:
+            return list((await session.scalars(select(Video.id).where(
+                Video.status.in_((VideoStatus.PROCESSING, VideoStatus.READY)), Video.progress < 100,
+                Video.heartbeat_at.is_not(None), Video.heartbeat_at < stale))).all())
+    finally:
+        await db.dispose()

@@ -1,0 +1,23 @@
+"""Opaque keyset cursors: stable while new rows arrive, unlike OFFSET."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import datetime
+
+from clipfeed.errors import ValidationFailed
+
+
+def encode_cursor(created_at: datetime, row_id: str) -> str:
+    raw = json.dumps([created_at.isoformat(), row_id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created, row_id = json.loads(raw)
+        return datetime.fromisoformat(created), str(row_id)
+    except (ValueError, TypeError) as exc:
+        raise ValidationFailed("cursor is not valid", field="cursor") from exc
