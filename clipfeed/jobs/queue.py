@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from huey import Huey, RedisHuey, SqliteHuey, crontab
+from huey import Huey, PriorityRedisHuey, SqliteHuey, crontab
 from huey.consumer import Consumer
 
 from clipfeed.config import Settings
@@ -16,7 +16,7 @@ from clipfeed.config import Settings
 log = logging.getLogger("clipfeed.jobs")
 
 # Every domain that declares jobs; importing them fills the registries below.
-TASK_MODULES = ("clipfeed.media.tasks",)
+TASK_MODULES = ("clipfeed.accounts.tasks", "clipfeed.media.tasks")
 
 
 @dataclass(frozen=True)
@@ -92,7 +92,8 @@ def run_async(coro_fn: Callable, *args):
 
 def _build_huey(settings: Settings) -> Huey:
     if settings.redis_url:
-        return RedisHuey(settings.queue_name, url=settings.redis_url, blocking=True, read_timeout=1)
+        # Jobs declare priorities; plain RedisHuey refuses them (NotImplementedError on enqueue).
+        return PriorityRedisHuey(settings.queue_name, url=settings.redis_url, blocking=True, read_timeout=1)
     path = settings.resolved_data_dir / "jobs.sqlite3"
     return SqliteHuey(settings.queue_name, filename=str(path))
 

@@ -94,10 +94,9 @@ class LocalStore:
         return await self._write(path, chunks, "ab", max_bytes)
 
     async def truncate(self, key: str, size: int) -> None:
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "ab") as handle:
+        with open(self._path(key), "r+b") as handle:
             handle.truncate(size)
+            os.fsync(handle.fileno())
 
     async def stat(self, key: str) -> BlobInfo | None:
         path = self._path(key)
