@@ -18,6 +18,7 @@ from clipfeed.db import Database
 from clipfeed.errors import ClipfeedError
 from clipfeed.events import EventBus
 from clipfeed.jobs import JobQueue
+from clipfeed.ratelimit import RateLimiter
 from clipfeed.storage import build_store
 
 log = logging.getLogger("clipfeed")
@@ -79,12 +80,14 @@ def create_app(settings: Settings | None = None, *, run_workers: bool | None = N
         app.state.store = build_store(settings)
         app.state.events = EventBus()
         app.state.jobs = JobQueue(settings)
+        app.state.limiter = RateLimiter(settings)
         if start_workers:
             app.state.jobs.start_consumer()
         try:
             yield
         finally:
             app.state.jobs.stop_consumer()
+            await app.state.limiter.close()
             await app.state.db.dispose()
 
     app = FastAPI(title="clipfeed", version="0.1.0", lifespan=lifespan,

@@ -50,6 +50,12 @@ class Settings(BaseSettings):
     login_attempts: int = 10
     login_window_seconds: int = 300
 
+    # Per-user write limits (per minute), answered 429 with Retry-After.
+    comments_per_minute: int = 30
+    likes_per_minute: int = 120
+    follows_per_minute: int = 60
+    shares_per_minute: int = 60
+
     # Upload limits.
     max_upload_bytes: int = 200 * MB
     upload_expiry_hours: int = 24

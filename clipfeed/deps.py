@@ -14,6 +14,7 @@ from clipfeed.config import Settings as SettingsModel
 from clipfeed.db import Database
 from clipfeed.errors import Unauthorized
 from clipfeed.jobs import JobQueue
+from clipfeed.ratelimit import RateLimiter
 from clipfeed.storage import BlobStore
 
 SESSION_COOKIE = "clipfeed_session"
@@ -39,6 +40,10 @@ def _db(request: Request) -> Database:
 
 def _jobs(request: Request) -> JobQueue:
     return request.app.state.jobs
+
+
+def _limiter(request: Request) -> RateLimiter:
+    return request.app.state.limiter
 
 
 def request_token(request: Request) -> str | None:
@@ -87,3 +92,4 @@ Jobs = Annotated[JobQueue, Depends(_jobs)]
 OptionalUser = Annotated[User | None, Depends(_optional_user)]
 CurrentUser = Annotated[User, Depends(_current_user)]
 Pagination = Annotated[Page, Depends(_pagination)]
+Limiter = Annotated[RateLimiter, Depends(_limiter)]

@@ -162,6 +162,9 @@ def register(client: httpx.Client, handle: str | None = None, password: str = "c
     handle = handle or f"u{uuid.uuid4().hex[:10]}"
     response = client.post("/api/v1/auth/register", json={"handle": handle, "password": password})
     assert response.status_code == 201, response.text
+    # Tests authenticate explicitly; a cookie left in the shared client would make every
+    # later "anonymous" request silently act as this user.
+    client.cookies.clear()
     body = response.json()
     body["headers"] = {"Authorization": f"Bearer {body['token']}"}
     body["password"] = password

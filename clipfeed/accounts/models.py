@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import Date, ForeignKey, Index, String
+from sqlalchemy import Date, ForeignKey, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from clipfeed.db.base import Base, UTCDateTime, new_id, utcnow
@@ -20,6 +20,9 @@ class User(Base):
     bio: Mapped[str] = mapped_column(String(280), default="")
     region: Mapped[str | None] = mapped_column(String(8), nullable=True)
     role: Mapped[str] = mapped_column(String(16), default="user")
+    follower_count: Mapped[int] = mapped_column(Integer, default=0)
+    following_count: Mapped[int] = mapped_column(Integer, default=0)
+    video_count: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

@@ -61,6 +61,15 @@ class Video(Base):
     renditions: Mapped[list] = mapped_column(JSON, default=list)
     artifacts: Mapped[dict] = mapped_column(JSON, default=dict)
 
+    # Denormalized counters, kept exact by atomic increments beside the row that changes them.
+    view_count: Mapped[int] = mapped_column(BigInteger, default=0)
+    like_count: Mapped[int] = mapped_column(BigInteger, default=0)
+    comment_count: Mapped[int] = mapped_column(BigInteger, default=0)
+    share_count: Mapped[int] = mapped_column(BigInteger, default=0)
+    comments_enabled: Mapped[bool] = mapped_column(default=True)
+    # Mixing of a reused sound under the original audio (0 = replace, 1 = equal), from upload metadata.
+    sound_volume: Mapped[float | None] = mapped_column(Float, nullable=True)
+
     # Durable job bookkeeping: a worker refreshes heartbeat_at; a stale heartbeat means the
     # worker died and the job is re-enqueued (Huey itself does not redeliver lost tasks).
     attempts: Mapped[int] = mapped_column(Integer, default=0)

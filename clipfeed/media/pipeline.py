@@ -12,7 +12,7 @@ import shutil
 from datetime import timedelta
 from pathlib import Path
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import and_, or_, select, update
 
 from clipfeed.accounts.models import User
 from clipfeed.config import Settings
@@ -61,12 +61,15 @@ async def _heartbeat(db: Database, video_id: str, interval: float) -> None:
 
 
 class Processor:
-    def __init__(self, settings: Settings, db: Database, store: BlobStore, video_id: str):
+    def __init__(self, settings: Settings, db: Database, store: BlobStore, video_id: str, attempt: int):
         self.settings = settings
         self.db = db
         self.store = store
         self.video_id = video_id
-        self.workdir = settings.resolved_data_dir / "work" / video_id
+        # One folder per attempt: an ffmpeg orphaned by a killed worker can never write into
+        # the files of the attempt that replaced it.
+        self.jobdir = settings.resolved_data_dir / "work" / video_id
+        self.workdir = self.jobdir / f"attempt-{attempt}"
         self.published: list[dict] = []
         self._last_progress = -1.0
 
@@ -77,10 +80,19 @@ class Processor:
         return video
 
     async def run(self) -> None:
+        try:
+            await self._run()
+        finally:
+            # Work files are scratch: the original stays in the store, the outputs were published.
+            shutil.rmtree(self.jobdir, ignore_errors=True)
+
+    async def _run(self) -> None:
         async with self.db.transaction() as session:
             video = await self._load(session)
             source_key, owner_id = video.source_key, video.owner_id
             self.published = list(video.renditions or [])
+        shutil.rmtree(self.jobdir, ignore_errors=True)
+        self.workdir.mkdir(parents=True)
         source = await self._local_source(source_key)
         probe = await asyncio.to_thread(
             probe_media, source, max_bytes=self.settings.max_upload_bytes,
@@ -88,8 +100,6 @@ class Processor:
             max_dimension=self.settings.max_dimension, max_fps=self.settings.max_fps)
         await self._save_probe(probe)
         rungs = plan_ladder(probe.display_width, probe.display_height)
-        shutil.rmtree(self.workdir, ignore_errors=True)
-        self.workdir.mkdir(parents=True)
         loop = asyncio.get_running_loop()
 
         def on_progress(fraction: float) -> None:
@@ -104,14 +114,13 @@ class Processor:
             timeout_s=self.settings.ffmpeg_timeout_s, max_output_bytes=self.settings.max_output_bytes,
             on_progress=on_progress, on_rung_ready=on_rung_ready, ffmpeg=self.settings.ffmpeg_path)
         await self._finish(result, owner_id, probe)
-        shutil.rmtree(self.workdir, ignore_errors=True)
 
     async def _local_source(self, source_key: str) -> Path:
         path = self.store.local_path(source_key)
         if path is not None and path.exists():
             return path
         # A remote store: fetch the original next to the work files, under a server-made name.
-        target = self.settings.resolved_data_dir / "work" / f"{self.video_id}.source"
+        target = self.jobdir / "source"
         target.parent.mkdir(parents=True, exist_ok=True)
         with open(target, "wb") as handle:
             async for chunk in self.store.read(source_key):
@@ -223,7 +232,7 @@ async def process_video(settings: Settings, video_id: str) -> None:
             return
         beat = asyncio.create_task(_heartbeat(db, video_id, max(0.5, settings.job_lease_seconds / 4)))
         try:
-            await Processor(settings, db, store, video_id).run()
+            await Processor(settings, db, store, video_id, attempts).run()
         except MediaRejected as rejected:
             await _mark(db, video_id, status=VideoStatus.REJECTED, code=rejected.code, reason=rejected.message)
         except VideoGone:
@@ -247,10 +256,15 @@ async def recover_stale(settings: Settings) -> list[str]:
     """Videos whose worker stopped heart-beating (killed, machine lost): enqueue them again."""
     db = Database(settings, pooled=False)
     try:
-        stale = utcnow() - timedelta(seconds=settings.job_lease_seconds)
+        now = utcnow()
+        stale = now - timedelta(seconds=settings.job_lease_seconds)
+        # Never claimed for a long time: the enqueue after the commit was lost (queue down).
+        # Generous, because a busy queue legitimately keeps videos waiting; claim() dedupes.
+        forgotten = now - timedelta(seconds=max(10 * settings.job_lease_seconds, 900))
         async with db.transaction() as session:
             return list((await session.scalars(select(Video.id).where(
                 Video.status.in_((VideoStatus.PROCESSING, VideoStatus.READY)), Video.progress < 100,
-                Video.heartbeat_at.is_not(None), Video.heartbeat_at < stale))).all())
+                or_(and_(Video.heartbeat_at.is_not(None), Video.heartbeat_at < stale),
+                    and_(Video.heartbeat_at.is_(None), Video.updated_at < forgotten))))).all())
     finally:
         await db.dispose()
