@@ -105,11 +105,23 @@ def create_app(settings: Settings | None = None, *, run_workers: bool | None = N
     from clipfeed.media.api import router as videos_router
     from clipfeed.media.tus import router as tus_router
     from clipfeed.web.pages import router as pages_router
+    from clipfeed.analytics.api import router as analytics_router
+    from clipfeed.feed.api import router as feed_router
+    from clipfeed.search.api import router as search_router
+    from clipfeed.social.api import router as interactions_router
+    from clipfeed.social.api_graph import router as graph_router
+    from clipfeed.social.api_notifications import router as notifications_router
 
     app.include_router(accounts_router)
     app.include_router(tus_router)
     app.include_router(videos_router)
     app.include_router(delivery_router)
+    app.include_router(graph_router)
+    app.include_router(interactions_router)
+    app.include_router(notifications_router)
+    app.include_router(feed_router)
+    app.include_router(search_router)
+    app.include_router(analytics_router)
     app.include_router(pages_router)
 
     @app.get("/healthz", tags=["ops"])
