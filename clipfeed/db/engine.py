@@ -52,7 +52,9 @@ class Database:
     def __init__(self, settings: Settings, *, pooled: bool = True):
         self.settings = settings
         self.engine = build_engine(settings, pooled=pooled)
-        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        # Services reach the deployment's settings through session.info (e.g. to publish a
+        # notification after commit) without every caller threading them through.
+        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False, info={"settings": settings})
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:

@@ -2,8 +2,9 @@
 
 The per-request path is kept lean (this is the origin for segments): the key is matched against
 an allow-list, the video's access facts come from a ~2 s in-process cache, the caller's session
-is only looked up for hidden videos without a valid signature, and the body streams from the
-store in constant memory.
+is only looked up (through the same cache) for hidden videos without a valid signature and for
+public ones requested with a session (a block hides a creator's media from the blocked user), and
+the body streams from the store in constant memory.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from starlette.types import Receive, Scope, Send
 
 from clipfeed.delivery import service
 from clipfeed.delivery.service import AccessCache, Kind, Signature
-from clipfeed.deps import user_from_request
+from clipfeed.deps import request_token
 from clipfeed.errors import ClipfeedError, Forbidden, NotFound
 from clipfeed.storage import InvalidKey
 
@@ -110,7 +111,15 @@ async def serve_media(key: str, request: Request) -> Response:
         if access is None or not access.servable:
             raise _not_found()
         settled = access.settled
-        if not access.public:
+        if access.public:
+            # Anyone may fetch it, except a signed-in viewer on the wrong side of a block. Only
+            # requests that carry a session pay for the (cached) check.
+            token = request_token(request)
+            if token is not None:
+                viewer_id = await state.cache.viewer_id(token)
+                if (await state.cache.relation(viewer_id, access.owner_id)).blocked:
+                    raise _not_found()
+        else:
             public = False
             params = request.query_params
             exp, sig = params.get("exp"), params.get("sig")
@@ -119,8 +128,10 @@ async def serve_media(key: str, request: Request) -> Response:
                 sign_query = service.sign_query(state.signing_key, video_id, int(exp))
                 max_age_cap = int(exp) - int(time.time())
             else:
-                user = await user_from_request(request, state.db)
-                if not access.viewable_by(user.id if user else None):
+                token = request_token(request)
+                viewer_id = await state.cache.viewer_id(token) if token else None
+                rel = await state.cache.relation(viewer_id, access.owner_id)
+                if not access.viewable_by(viewer_id, follows_owner=rel.follows_owner, blocked=rel.blocked):
                     if verdict is Signature.EXPIRED:
                         raise Forbidden("this media link has expired", code="link_expired",
                                         headers=dict(_ERROR_HEADERS))

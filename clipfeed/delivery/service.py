@@ -25,11 +25,13 @@ from urllib.parse import urlencode
 
 from sqlalchemy import select
 
+from clipfeed.accounts import service as accounts
 from clipfeed.config import Settings
 from clipfeed.db import Database
 from clipfeed.media import keys
 from clipfeed.media import service as media
 from clipfeed.media.models import Sound, Video, VideoStatus
+from clipfeed.social import graph
 
 # ---------------------------------------------------------------------------------------------
 # Which keys exist for the outside world (an allow-list; everything else is a 404)
@@ -198,7 +200,7 @@ def rewrite_for_signature(kind: Kind, text: str, query: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class VideoAccess:
-    """What delivery needs to know about a video; duck-types the fields media.can_view reads."""
+    """What delivery needs to know about a video (the fields media.visibility_allows reads)."""
 
     id: str
     owner_id: str
@@ -214,29 +216,36 @@ class VideoAccess:
 
     @property
     def public(self) -> bool:
-        """Viewable by anyone (no owner, no signature): cacheable by shared caches."""
-        return self.servable and media.can_view(self, None)
+        """Viewable without knowing the viewer (no owner, no signature): cacheable by shared
+        caches. Only a signed-in viewer on the wrong side of a block is still refused."""
+        return self.servable and media.visibility_allows(self, None)
 
     @property
     def settled(self) -> bool:
         """Its playlists will not change any more (every rung published)."""
         return self.status == VideoStatus.READY and (self.progress or 0) >= 100
 
-    def viewable_by(self, user_id: str | None) -> bool:
+    def viewable_by(self, user_id: str | None, *, follows_owner: bool = False, blocked: bool = False) -> bool:
         if not self.servable:
             return False
-        return media.can_view(self, _Viewer(user_id) if user_id else None)
+        return media.visibility_allows(self, user_id, follows_owner=follows_owner, blocked=blocked)
 
 
 @dataclass(frozen=True, slots=True)
-class _Viewer:
-    id: str
+class ViewerRelation:
+    follows_owner: bool = False
+    blocked: bool = False
+
+
+NO_RELATION = ViewerRelation()
 
 
 class AccessCache:
-    """A tiny in-process TTL cache of VideoAccess per video id (and sound existence per sound id),
-    so hot segments do not hit the database on every request. Concurrent misses for one id share
-    a single lookup. A change of visibility or status reaches /media within `ttl` seconds."""
+    """A tiny in-process TTL cache of VideoAccess per video id (and sound existence per sound id,
+    the user behind a session token, and follow/block state per viewer and owner), so hot
+    segments do not hit the database on every request. Concurrent misses for one key share a
+    single lookup. A change of visibility, status, session or relationship reaches /media within
+    `ttl` seconds."""
 
     def __init__(self, db: Database, *, ttl: float = 2.0, max_entries: int = 20000):
         self.db = db
@@ -253,6 +262,16 @@ class AccessCache:
 
     async def sound_exists(self, sound_id: str) -> bool:
         return bool(await self._get(f"s:{sound_id}", lambda: self._load_sound(sound_id)))
+
+    async def viewer_id(self, token: str) -> str | None:
+        """The user a session token belongs to (None: unknown or expired)."""
+        token_hash = accounts.hash_token(token)
+        return await self._get(f"t:{token_hash}", lambda: self._load_viewer(token))
+
+    async def relation(self, viewer_id: str | None, owner_id: str) -> ViewerRelation:
+        if not viewer_id or viewer_id == owner_id:
+            return NO_RELATION
+        return await self._get(f"r:{viewer_id}:{owner_id}", lambda: self._load_relation(viewer_id, owner_id))
 
     async def _get(self, cache_key: str, load):
         now = time.monotonic()
@@ -288,6 +307,16 @@ class AccessCache:
             return None
         return VideoAccess(video_id, row.owner_id, row.status, row.visibility, row.progress or 0.0,
                            bool(row.renditions))
+
+    async def _load_viewer(self, token: str) -> str | None:
+        async with self.db.sessions() as session:
+            user = await accounts.user_for_token(session, token)
+            return user.id if user is not None else None
+
+    async def _load_relation(self, viewer_id: str, owner_id: str) -> ViewerRelation:
+        async with self.db.engine.connect() as conn:
+            rel = await graph.relation(conn, viewer_id, owner_id)
+        return ViewerRelation(follows_owner=rel.following, blocked=rel.blocked)
 
     async def _load_sound(self, sound_id: str) -> bool:
         async with self.db.engine.connect() as conn:
