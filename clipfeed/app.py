@@ -105,6 +105,7 @@ def create_app(settings: Settings | None = None, *, run_workers: bool | None = N
     from clipfeed.media.api import router as videos_router
     from clipfeed.media.tus import router as tus_router
     from clipfeed.web.pages import router as pages_router
+    from clipfeed.web.share import router as share_router
     from clipfeed.analytics.api import router as analytics_router
     from clipfeed.feed.api import router as feed_router
     from clipfeed.search.api import router as search_router
@@ -123,6 +124,7 @@ def create_app(settings: Settings | None = None, *, run_workers: bool | None = N
     app.include_router(search_router)
     app.include_router(analytics_router)
     app.include_router(pages_router)
+    app.include_router(share_router)
 
     @app.get("/healthz", tags=["ops"])
     async def healthz():

@@ -1,5 +1,15 @@
-"""Placeholder router; filled in by the social/search/feed work."""
+"""Creator analytics endpoints."""
+
+from __future__ import annotations
 
 from fastapi import APIRouter
 
-router = APIRouter()
+from clipfeed.analytics import service
+from clipfeed.deps import CurrentUser, Session
+
+router = APIRouter(prefix="/api/v1", tags=["analytics"])
+
+
+@router.get("/videos/{video_id}/analytics")
+async def video_analytics(video_id: str, session: Session, user: CurrentUser):
+    return await service.video_analytics(session, video_id, user)

@@ -22,6 +22,7 @@ from clipfeed.media import keys
 from clipfeed.media.ffmpeg import Rung, plan_ladder, transcode_ladder, write_master_playlist
 from clipfeed.media.models import Sound, Video, VideoStatus
 from clipfeed.media.probe import MediaRejected, ProbeResult, probe_media
+from clipfeed.social.notifications import notify
 from clipfeed.storage import BlobStore, build_store
 
 log = logging.getLogger("clipfeed.media.pipeline")
@@ -173,6 +174,7 @@ class Processor:
             if video.status == VideoStatus.PROCESSING:
                 video.status = VideoStatus.READY
                 video.published_at = utcnow()
+                await notify(session, video.owner_id, "video_ready", video_id=video.id)
             video.heartbeat_at = utcnow()
 
     async def _publish_artifacts(self) -> list[str]:
@@ -210,12 +212,16 @@ class Processor:
             if video.status == VideoStatus.PROCESSING:  # a source with no rung would be a bug
                 video.status = VideoStatus.READY
                 video.published_at = utcnow()
+                await notify(session, video.owner_id, "video_ready", video_id=video.id)
 
 
 async def _mark(db: Database, video_id: str, *, status: str, code: str, reason: str) -> None:
     async with db.transaction() as session:
+        owner_id = await session.scalar(select(Video.owner_id).where(Video.id == video_id))
         await session.execute(update(Video).where(Video.id == video_id).values(
             status=status, rejection_code=code, rejection_reason=reason, heartbeat_at=None, updated_at=utcnow()))
+        if owner_id is not None:  # rejected or failed: the creator hears why
+            await notify(session, owner_id, "video_rejected", video_id=video_id, text=reason)
 
 
 async def process_video(settings: Settings, video_id: str) -> None:

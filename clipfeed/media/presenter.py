@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from clipfeed.accounts.models import User
 from clipfeed.config import Settings
 from clipfeed.media import keys
@@ -34,7 +36,9 @@ def video_urls(video: Video, settings: Settings) -> dict:
     return urls
 
 
-def video_out(video: Video, viewer: User | None, settings: Settings) -> dict:
+def video_out(video: Video, viewer: User | None, settings: Settings, *, liked: bool | None = None) -> dict:
+    """No queries: `liked` is the viewer's like (None = not looked up; always False for anonymous
+    viewers). Endpoints use present_video / present_videos, which look it up."""
     is_owner = viewer is not None and viewer.id == video.owner_id
     body = {
         "id": video.id,
@@ -55,6 +59,12 @@ def video_out(video: Video, viewer: User | None, settings: Settings) -> dict:
         "urls": video_urls(video, settings),
         "created_at": video.created_at.isoformat() if video.created_at else None,
         "published_at": video.published_at.isoformat() if video.published_at else None,
+        "view_count": video.view_count or 0,
+        "like_count": video.like_count or 0,
+        "comment_count": video.comment_count or 0,
+        "share_count": video.share_count or 0,
+        "comments_enabled": video.comments_enabled is not False,
+        "liked": False if viewer is None else liked,
     }
     if is_owner:
         body["rejection_code"] = video.rejection_code
@@ -62,3 +72,15 @@ def video_out(video: Video, viewer: User | None, settings: Settings) -> dict:
         body["original_filename"] = video.original_filename
         body["features"] = video.features or {}
     return body
+
+
+async def present_videos(session: AsyncSession, videos: list[Video], viewer: User | None, settings: Settings) -> list[dict]:
+    """video_out for a list, with the viewer's `liked` flags looked up in one query."""
+    from clipfeed.social.interactions import liked_ids
+
+    liked = await liked_ids(session, viewer.id if viewer else None, [v.id for v in videos])
+    return [video_out(v, viewer, settings, liked=v.id in liked) for v in videos]
+
+
+async def present_video(session: AsyncSession, video: Video, viewer: User | None, settings: Settings) -> dict:
+    return (await present_videos(session, [video], viewer, settings))[0]

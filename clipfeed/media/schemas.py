@@ -8,3 +8,4 @@ class VideoPatch(BaseModel):
 
     caption: str | None = Field(default=None, max_length=2200)
     visibility: str | None = Field(default=None, max_length=16)
+    comments_enabled: bool | None = None
