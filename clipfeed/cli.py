@@ -17,7 +17,7 @@ app = typer.Typer(help="clipfeed: a self-hostable short-video platform.", no_arg
 console = Console()
 
 BENCH_DIR = Path(__file__).resolve().parent.parent / "bench"
-BENCHMARKS = ("transcode", "first_playable", "upload")
+BENCHMARKS = ("transcode", "first_playable", "upload", "social")
 
 
 def _logging(level: str = "INFO") -> None:

@@ -1,5 +1,51 @@
-"""Placeholder router; filled in by the social/search/feed work."""
+"""Feeds (Following, Trending) and the trending hashtag and sound lists."""
 
-from fastapi import APIRouter
+from __future__ import annotations
 
-router = APIRouter()
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from clipfeed.deps import CurrentUser, OptionalUser, Pagination, Session, Settings
+from clipfeed.feed import trending
+from clipfeed.feed.following import following_feed
+from clipfeed.media.presenter import present_videos
+from clipfeed.social import tags
+
+router = APIRouter(prefix="/api/v1", tags=["feeds"])
+
+Limit = Annotated[int, Query(ge=1, le=trending.MAX_LIMIT)]
+Cursor = Annotated[str | None, Query(max_length=200)]
+Region = Annotated[str | None, Query(max_length=8)]
+
+
+@router.get("/feed/following")
+async def feed_following(session: Session, viewer: CurrentUser, settings: Settings, page: Pagination):
+    videos, next_cursor = await following_feed(session, viewer, limit=page.limit, cursor=page.cursor)
+    return {"items": await present_videos(session, videos, viewer, settings), "next_cursor": next_cursor}
+
+
+@router.get("/feed/trending")
+async def feed_trending(session: Session, viewer: OptionalUser, settings: Settings, limit: Limit = 20,
+                        cursor: Cursor = None, region: Region = None):
+    videos, next_cursor, region_code = await trending.trending_videos(
+        session, settings, viewer, region=region, limit=limit, cursor=cursor)
+    return {"items": await present_videos(session, videos, viewer, settings), "next_cursor": next_cursor,
+            "region": region_code}
+
+
+@router.get("/trending/hashtags")
+async def trending_hashtags(session: Session, viewer: OptionalUser, settings: Settings, limit: Limit = 20,
+                            cursor: Cursor = None, region: Region = None):
+    items, next_cursor, region_code = await trending.trending_hashtags(
+        session, settings, viewer, region=region, limit=limit, cursor=cursor)
+    return {"items": items, "next_cursor": next_cursor, "region": region_code}
+
+
+@router.get("/trending/sounds")
+async def trending_sounds(session: Session, viewer: OptionalUser, settings: Settings, limit: Limit = 20,
+                          cursor: Cursor = None, region: Region = None):
+    sounds, scores, next_cursor, region_code = await trending.trending_sounds(
+        session, settings, viewer, region=region, limit=limit, cursor=cursor)
+    items = [{**await tags.sound_out(session, sound), "score": round(score, 4)} for sound, score in zip(sounds, scores)]
+    return {"items": items, "next_cursor": next_cursor, "region": region_code}

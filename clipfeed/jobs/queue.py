@@ -16,7 +16,7 @@ from clipfeed.config import Settings
 log = logging.getLogger("clipfeed.jobs")
 
 # Every domain that declares jobs; importing them fills the registries below.
-TASK_MODULES = ("clipfeed.accounts.tasks", "clipfeed.media.tasks")
+TASK_MODULES = ("clipfeed.accounts.tasks", "clipfeed.media.tasks", "clipfeed.feed.tasks", "clipfeed.search.tasks")
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,8 @@ class Video(Base):
     __table_args__ = (
         Index("ix_videos_owner_created", "owner_id", "created_at", "id"),
         Index("ix_videos_status_heartbeat", "status", "heartbeat_at"),
+        Index("ix_videos_sound_id", "sound_id"),
+        Index("ix_videos_owner_published", "owner_id", "published_at", "id"),  # Following feed
     )
 
     id: Mapped[str] = mapped_column(String(16), primary_key=True, default=new_id)
