@@ -70,8 +70,10 @@ def _page(ranked: list, offset: int, limit: int) -> tuple[list, str | None]:
     return page, next_cursor
 
 
-async def search_videos(session: AsyncSession, viewer: User | None, q: str, *, limit: int,
-                        cursor: str | None) -> tuple[list[Video], str | None]:
+async def _ranked_page(session: AsyncSession, viewer: User | None, q: str, *, scope: str, match, score_of,
+                       model, id_of, limit: int, cursor: str | None) -> tuple[list, str | None]:
+    """The search flow both kinds share: terms -> match all words (else any) -> blend the
+    relevance with popularity -> one page of rows, in ranked order."""
     q = validate_query(q)
     offset = decode_offset_cursor(cursor)
     backend = backend_for(session)
@@ -79,56 +81,44 @@ async def search_videos(session: AsyncSession, viewer: User | None, q: str, *, l
     if not terms:
         return [], None
     viewer_id = viewer.id if viewer is not None else None
-    groups = await _groups(backend, session, "v", terms)
-    hits = await backend.match_videos(session, groups, any_group=False, viewer_id=viewer_id)
+    groups = await _groups(backend, session, scope, terms)
+    hits = await match(backend, session, groups, any_group=False, viewer_id=viewer_id)
     if not hits and len(groups) > 1:
-        hits = await backend.match_videos(session, groups, any_group=True, viewer_id=viewer_id)
+        hits = await match(backend, session, groups, any_group=True, viewer_id=viewer_id)
     if not hits:
         return [], None
     best = max(hit.relevance for hit in hits) or 1.0
-
-    def score(hit) -> float:
-        engagement = hit.views + 3 * hit.likes + 4 * hit.comments + 5 * hit.shares
-        return hit.relevance / best + POPULARITY_WEIGHT * _popularity(engagement)
-
-    ranked = sorted(hits, key=lambda hit: (-score(hit), hit.video_id))
+    ranked = sorted(hits, key=lambda hit: (-score_of(hit, best, q), id_of(hit)))
     page, next_cursor = _page(ranked, offset, limit)
     if not page:
         return [], None
-    ids = [hit.video_id for hit in page]
-    videos = {v.id: v for v in (await session.scalars(select(Video).where(Video.id.in_(ids)))).all()}
-    return [videos[i] for i in ids if i in videos], next_cursor
+    ids = [id_of(hit) for hit in page]
+    rows = {row.id: row for row in (await session.scalars(select(model).where(model.id.in_(ids)))).all()}
+    return [rows[i] for i in ids if i in rows], next_cursor
+
+
+def _video_score(hit, best: float, _q: str) -> float:
+    engagement = hit.views + 3 * hit.likes + 4 * hit.comments + 5 * hit.shares
+    return hit.relevance / best + POPULARITY_WEIGHT * _popularity(engagement)
+
+
+def _user_score(hit, best: float, q: str) -> float:
+    bonus = 0.5 if hit.handle == fold(q, strip_accents=False).lstrip("@").strip() else 0.0
+    return hit.relevance / best + POPULARITY_WEIGHT * _popularity(hit.followers) + bonus
+
+
+async def search_videos(session: AsyncSession, viewer: User | None, q: str, *, limit: int,
+                        cursor: str | None) -> tuple[list[Video], str | None]:
+    return await _ranked_page(session, viewer, q, scope="v", match=lambda b, *a, **k: b.match_videos(*a, **k),
+                              score_of=_video_score, model=Video, id_of=lambda hit: hit.video_id,
+                              limit=limit, cursor=cursor)
 
 
 async def search_users(session: AsyncSession, viewer: User | None, q: str, *, limit: int,
                        cursor: str | None) -> tuple[list[User], str | None]:
-    q = validate_query(q)
-    offset = decode_offset_cursor(cursor)
-    backend = backend_for(session)
-    terms = query_terms(q, strip_accents=backend.strip_accents)
-    if not terms:
-        return [], None
-    viewer_id = viewer.id if viewer is not None else None
-    groups = await _groups(backend, session, "u", terms)
-    hits = await backend.match_users(session, groups, any_group=False, viewer_id=viewer_id)
-    if not hits and len(groups) > 1:
-        hits = await backend.match_users(session, groups, any_group=True, viewer_id=viewer_id)
-    if not hits:
-        return [], None
-    best = max(hit.relevance for hit in hits) or 1.0
-    exact = fold(q, strip_accents=False).lstrip("@").strip()
-
-    def score(hit) -> float:
-        bonus = 0.5 if hit.handle == exact else 0.0
-        return hit.relevance / best + POPULARITY_WEIGHT * _popularity(hit.followers) + bonus
-
-    ranked = sorted(hits, key=lambda hit: (-score(hit), hit.user_id))
-    page, next_cursor = _page(ranked, offset, limit)
-    if not page:
-        return [], None
-    ids = [hit.user_id for hit in page]
-    users = {u.id: u for u in (await session.scalars(select(User).where(User.id.in_(ids)))).all()}
-    return [users[i] for i in ids if i in users], next_cursor
+    return await _ranked_page(session, viewer, q, scope="u", match=lambda b, *a, **k: b.match_users(*a, **k),
+                              score_of=_user_score, model=User, id_of=lambda hit: hit.user_id,
+                              limit=limit, cursor=cursor)
 
 
 async def prune_terms(settings) -> int:
