@@ -17,7 +17,7 @@ from clipfeed.config import Settings
 from clipfeed.db import Database, utcnow
 from clipfeed.media.models import Sound, Video
 from clipfeed.social import tags
-from clipfeed.social.models import Block, Follow, InteractionEvent
+from clipfeed.social.models import InteractionEvent
 
 
 def run(settings: Settings, work):
@@ -103,18 +103,8 @@ def make_sound(settings: Settings, owner_id: str, title: str, source_video_id: s
     return run(settings, work)
 
 
-def follow(settings: Settings, follower_id: str, followee_id: str) -> None:
-    async def work(session):
-        session.add(Follow(follower_id=follower_id, followee_id=followee_id))
-
-    run(settings, work)
 
 
-def block(settings: Settings, blocker_id: str, blocked_id: str) -> None:
-    async def work(session):
-        session.add(Block(blocker_id=blocker_id, blocked_id=blocked_id))
-
-    run(settings, work)
 
 
 def events(settings: Settings, rows: list[dict]) -> None:
@@ -138,3 +128,7 @@ def steady(video_id: str, *, per_hour: int, hours: float, kind: str = "view", re
     step = timedelta(hours=hours) / max(1, total)
     return [{"kind": kind, "video_id": video_id, "region": region, "created_at": end - step * (i + 0.5)}
             for i in range(total)]
+
+
+# The graph rows are made exactly as the social tests make them.
+from tests.social.factories import block, follow  # noqa: E402,F401
