@@ -57,7 +57,7 @@ from clipfeed.media.probe import ALLOWED_DEMUXERS
 
 __all__ = [
     "FFmpegError", "FFmpegTimeout", "FFmpegOutputTooLarge", "Rung", "RungStats", "TranscodeResult",
-    "MediaArtifacts", "ffmpeg_executable", "run_ffmpeg", "harden_args", "escape_filter_value",
+    "MediaArtifacts", "Soundtrack", "ffmpeg_executable", "run_ffmpeg", "harden_args", "escape_filter_value",
     "plan_ladder", "transcode_ladder", "single_pass_ladder_args", "audio_passthrough_ok",
     "write_master_playlist", "master_playlist_text", "rung_stats", "generate_demo_clip",
     "POSTER", "PREVIEW", "STORYBOARD", "STORYBOARD_VTT", "SOUND", "MASTER",
@@ -480,6 +480,44 @@ def _every(seconds: float) -> str:
     return f"select='isnan(prev_selected_t)+gte(t-prev_selected_t,{seconds:.3f})'"
 
 
+@dataclass(frozen=True)
+class Soundtrack:
+    """A reused sound as the clip's audio (an upload naming ``sound_id``).
+
+    The sound is looped (demuxer-level ``-stream_loop``, so memory stays constant whatever its
+    length) and trimmed to the clip's duration. ``original_level`` is the level of the clip's own
+    audio under it, 0..1: 0 replaces the original audio, 1 mixes both equally; a clip without an
+    audio stream simply gets the sound. Both are mixed with normalized weights, so the sum never
+    clips."""
+
+    path: Path
+    original_level: float = 0.0
+
+    @property
+    def mixes(self) -> bool:
+        return self.original_level > 0
+
+
+def _soundtrack_graph(soundtrack: Soundtrack, *, has_audio: bool, duration_s: float, outputs: int) -> list[str]:
+    """Filter-graph parts turning input 1 (the sound) and, when mixed, ``0:a:0`` into ``outputs``
+    identical stereo 48 kHz streams labelled ``[st0]``, ``[st1]``, ..."""
+    fmt = "aresample=48000,aformat=sample_fmts=fltp:channel_layouts=stereo"
+    parts = [f"[1:a:0]atrim=duration={duration_s:.3f},asetpts=PTS-STARTPTS,{fmt}[snd]"]
+    level = max(0.0, min(1.0, soundtrack.original_level))
+    mixed = "snd"
+    if has_audio and level > 0:
+        # duration=first: the (trimmed) sound decides the length, even when the original is shorter.
+        parts.append(f"[0:a:0]{fmt}[orig]")
+        parts.append(f"[snd][orig]amix=inputs=2:duration=first:dropout_transition=0:weights=1 {level:.3f}"
+                     f":normalize=1[mix]")
+        mixed = "mix"
+    if outputs == 1:
+        parts.append(f"[{mixed}]anull[st0]")
+    else:
+        parts.append(f"[{mixed}]asplit={outputs}" + "".join(f"[st{i}]" for i in range(outputs)))
+    return parts
+
+
 @dataclass
 class _Extras:
     poster: bool = False
@@ -491,8 +529,9 @@ class _Extras:
 
 def _build_pass(src: Path, rungs: list[Rung], *, display: tuple[int, int], duration_s: float, has_audio: bool,
                 preset: str, extras: _Extras, storyboard: StoryboardPlan | None, progress: bool = True,
-                threads: int = 0, audio_copy: bool = False) -> list[str]:
-    """One ffmpeg command: decode ``src`` once, ``split`` into the given rungs and extra outputs."""
+                threads: int = 0, audio_copy: bool = False, soundtrack: Soundtrack | None = None) -> list[str]:
+    """One ffmpeg command: decode ``src`` once, ``split`` into the given rungs and extra outputs.
+    With a ``soundtrack`` the outputs' audio comes from the filter graph (see ``Soundtrack``)."""
     width, height = display
     branches: list[tuple[str, str]] = [(f"r{i}", _rung_chain(r)) for i, r in enumerate(rungs)]
     if extras.poster:
@@ -519,14 +558,26 @@ def _build_pass(src: Path, rungs: list[Rung], *, display: tuple[int, int], durat
     else:
         graph.append("[0:v]split=" + str(len(branches)) + "".join(f"[{n}_in]" for n, _ in branches))
         graph += [f"[{n}_in]{chain}[{n}]" for n, chain in branches]
-    if extras.loudness and has_audio:
-        graph.append(f"[0:a:0]ebur128=metadata=1,ametadata=mode=print:key=lavfi.r128.I:"
+    audio_in = "[0:a:0]" if has_audio else None
+    audio_maps: list[str] = []  # what each audio output maps: rungs first, then sound, then loudness
+    if soundtrack is not None:
+        consumers = len(rungs) + int(extras.sound) + int(extras.loudness)
+        graph += _soundtrack_graph(soundtrack, has_audio=has_audio, duration_s=duration_s, outputs=consumers)
+        audio_maps = [f"[st{i}]" for i in range(consumers)]
+        audio_in = audio_maps.pop() if extras.loudness else None
+    elif has_audio:
+        audio_maps = ["0:a:0"] * (len(rungs) + int(extras.sound))
+    if extras.loudness and audio_in is not None:
+        graph.append(f"{audio_in}ebur128=metadata=1,ametadata=mode=print:key=lavfi.r128.I:"
                      f"file={escape_filter_value(_LOUDNESS_LOG)},anullsink")
-    args = ["-i", _file_input(src), "-filter_complex", ";".join(graph)]
+    args = ["-i", _file_input(src)]
+    if soundtrack is not None:
+        args += ["-stream_loop", "-1", "-i", _file_input(soundtrack.path)]
+    args += ["-filter_complex", ";".join(graph)]
     for i, rung in enumerate(rungs):
         args += ["-map", f"[r{i}]"]
-        if has_audio:
-            args += ["-map", "0:a:0", *_aac_args(rung.audio_kbps, audio_copy)]
+        if audio_maps:
+            args += ["-map", audio_maps.pop(0), *_audio_codec_args(rung.audio_kbps, audio_copy, soundtrack)]
         if i == 0 and progress:
             # Progress: one line per muxed video packet (its time in seconds) on stdout.
             args += ["-stats_mux_pre:v", "pipe:1", "-stats_mux_pre_fmt:v", "{t}"]
@@ -540,10 +591,16 @@ def _build_pass(src: Path, rungs: list[Rung], *, display: tuple[int, int], durat
     if extras.storyboard and storyboard is not None:
         args += ["-map", "[story]", "-c:v", "mjpeg", "-q:v", "5", "-pix_fmt", "yuvj420p",
                  "-frames:v", "1", "-update", "1", "-f", "image2", STORYBOARD]
-    if extras.sound and has_audio:
-        args += ["-map", "0:a:0", "-vn", *_aac_args(128, audio_copy), "-movflags", "+faststart", "-f", "mp4",
-                 SOUND]
+    if extras.sound and audio_maps:
+        args += ["-map", audio_maps.pop(0), "-vn", *_audio_codec_args(128, audio_copy, soundtrack),
+                 "-movflags", "+faststart", "-f", "mp4", SOUND]
     return args
+
+
+def _audio_codec_args(kbps: int, audio_copy: bool, soundtrack: Soundtrack | None) -> list[str]:
+    if soundtrack is not None:  # formatted inside the graph: no per-output filter allowed
+        return ["-c:a", "aac", "-b:a", f"{kbps}k"]
+    return _aac_args(kbps, audio_copy)
 
 
 # ---------------------------------------------------------------------------------- transcode
@@ -609,7 +666,7 @@ def transcode_ladder(src: Path, out_dir: Path, rungs: list[Rung], *, has_audio: 
                      on_progress: Callable[[float], None] | None = None,
                      on_rung_ready: Callable[[Rung], None] | None = None, ffmpeg: str | None = None,
                      artwork: bool = True, concurrent: bool = True, threads: int = 0,
-                     audio_passthrough: bool | None = None) -> TranscodeResult:
+                     audio_passthrough: bool | None = None, soundtrack: Soundtrack | None = None) -> TranscodeResult:
     """Make the HLS ladder and the artwork into ``out_dir``; the lowest rung is complete (and
     announced through ``on_rung_ready``, master playlist already listing it) long before the others.
 
@@ -621,12 +678,20 @@ def transcode_ladder(src: Path, out_dir: Path, rungs: list[Rung], *, has_audio: 
     ``threads``: x264 threads per encoder (0, the default: x264's own choice, 1.5 per CPU).
     ``audio_passthrough``: copy the source's audio into the rungs and ``sound.m4a`` instead of
     re-encoding it (None, the default: when ``audio_passthrough_ok``).
+    ``soundtrack``: a reused sound as the audio of every output (see ``Soundtrack``); the rungs
+    then always carry audio. ``sound.m4a`` (the clip's own reusable sound) is only made when the
+    result contains the clip's own audio: a clip that just replaces its audio with a sound has
+    nothing of its own to offer for reuse.
     ``timeout_s`` and ``max_output_bytes`` cover the whole job. Returns what was written.
     """
     started = time.monotonic()
     src, out_dir = Path(src), Path(out_dir)
-    if audio_passthrough is None:
+    if soundtrack is not None:
+        audio_passthrough = False
+    elif audio_passthrough is None:
         audio_passthrough = has_audio and audio_passthrough_ok(src)
+    out_audio = has_audio or soundtrack is not None
+    own_sound = has_audio and (soundtrack is None or soundtrack.mixes)
     out_dir.mkdir(parents=True, exist_ok=True)
     rungs = sorted(rungs, key=lambda r: r.pixels)
     if not rungs:
@@ -634,12 +699,12 @@ def transcode_ladder(src: Path, out_dir: Path, rungs: list[Rung], *, has_audio: 
     _clear_outputs(out_dir, rungs)  # a retried job must not publish a previous attempt's files
     display = _display_of(rungs)
     story = plan_storyboard(*display, duration_s) if artwork else None
-    everything = _Extras(poster=artwork, preview=artwork, storyboard=artwork, sound=has_audio, loudness=has_audio)
+    everything = _Extras(poster=artwork, preview=artwork, storyboard=artwork, sound=own_sound, loudness=out_audio)
     if len(rungs) == 1:
         passes = [(rungs, everything)]
     else:
         passes = [(rungs[:1], _Extras(poster=artwork)),
-                  (rungs[1:], _Extras(preview=artwork, storyboard=artwork, sound=has_audio, loudness=has_audio))]
+                  (rungs[1:], _Extras(preview=artwork, storyboard=artwork, sound=own_sound, loudness=out_audio))]
     weights = [_weight(display, p[0]) for p in passes]
     total_weight = sum(weights)
     fractions = [0.0] * len(passes)
@@ -659,7 +724,7 @@ def transcode_ladder(src: Path, out_dir: Path, rungs: list[Rung], *, has_audio: 
 
     def publish(done: list[Rung]) -> None:
         ready.extend(done)
-        write_master_playlist(ready, out_dir / MASTER, has_audio=has_audio)
+        write_master_playlist(ready, out_dir / MASTER, has_audio=out_audio)
         if not result.first_rung_ready_s:
             result.first_rung_ready_s = time.monotonic() - started
         if on_rung_ready is not None:
@@ -670,7 +735,8 @@ def transcode_ladder(src: Path, out_dir: Path, rungs: list[Rung], *, has_audio: 
                       on_fraction=on_fraction)
     try:
         args = [_build_pass(src, r, display=display, duration_s=duration_s, has_audio=has_audio, preset=preset,
-                            extras=e, storyboard=story, threads=threads, audio_copy=audio_passthrough)
+                            extras=e, storyboard=story, threads=threads, audio_copy=audio_passthrough,
+                            soundtrack=soundtrack)
                 for r, e in passes]
         first = sup.start(args[0], cwd=out_dir, duration_s=duration_s, progress_flag=False)
         second = None
@@ -693,7 +759,7 @@ def transcode_ladder(src: Path, out_dir: Path, rungs: list[Rung], *, has_audio: 
             publish(passes[1][0])
     finally:
         sup.close()
-    result.loudness_lufs = _read_loudness(out_dir) if has_audio else None
+    result.loudness_lufs = _read_loudness(out_dir) if out_audio else None
     result.poster = POSTER if (out_dir / POSTER).exists() else None
     result.preview = PREVIEW if (out_dir / PREVIEW).exists() else None
     result.storyboard = STORYBOARD if (out_dir / STORYBOARD).exists() else None
@@ -749,51 +815,5 @@ def single_pass_ladder_args(src: Path, rungs: list[Rung], *, has_audio: bool, pr
                        preset=preset, extras=_Extras(), storyboard=None, progress=False, threads=threads)
 
 
-# ------------------------------------------------------------------------------- demo content
-
-DEMO_PATTERNS = ("testsrc2", "mandelbrot", "life", "cellauto", "smptehdbars", "rgbtestsrc", "gradients")
-_EXPENSIVE_PATTERNS = {"mandelbrot", "life", "cellauto"}  # rendered small, then scaled up
-_FONT_CANDIDATES = (
-    "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf",
-    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
-    "/usr/share/fonts/TTF/DejaVuSans.ttf",
-    "/System/Library/Fonts/Supplemental/Arial.ttf",
-)
-
-
-def _font() -> str | None:
-    return next((f for f in _FONT_CANDIDATES if os.path.exists(f)), None)
-
-
-def generate_demo_clip(out: Path, *, width: int = 720, height: int = 1280, seconds: float = 10, fps: int = 30,
-                       pattern: str = "testsrc2", hue: int = 0, tone_hz: float = 440.0, text: str | None = None,
-                       audio: bool = True, preset: str = "veryfast", ffmpeg: str | None = None,
-                       timeout_s: float = 600.0) -> Path:
-    """Generate a visually and audibly distinct clip (H.264 + AAC MP4) from lavfi sources."""
-    if pattern not in DEMO_PATTERNS:
-        raise ValueError(f"unknown pattern {pattern!r}; choose one of {', '.join(DEMO_PATTERNS)}")
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if pattern in _EXPENSIVE_PATTERNS:
-        sw, sh = short_edge_size(width, height, 240)
-    else:
-        sw, sh = width, height
-    source = f"{pattern}=s={sw}x{sh}:r={fps}"
-    chain = [f"scale={width}:{height}:flags=bicubic", "format=yuv420p", f"hue=h={int(hue) % 360}"]
-    font = _font()
-    if text and font:
-        size = max(16, min(width, height) // 12)
-        chain.append(
-            f"drawtext=fontfile={escape_filter_value(font)}:text={escape_filter_value(text)}:expansion=none"
-            f":fontsize={size}:fontcolor=white:borderw={max(2, size // 12)}:bordercolor=black"
-            f":x=(w-text_w)/2:y=h*0.75")
-    args = ["-f", "lavfi", "-i", source]
-    if audio:
-        args += ["-f", "lavfi", "-i", f"sine=frequency={float(tone_hz):g}:sample_rate=48000:beep_factor=2"]
-    args += ["-filter_complex", f"[0:v]{','.join(chain)}[v]", "-map", "[v]"]
-    if audio:
-        args += ["-map", "1:a", "-c:a", "aac", "-b:a", "128k", "-ac", "2"]
-    args += ["-t", f"{float(seconds):.3f}", "-c:v", "libx264", "-preset", preset, "-crf", "20",
-             "-pix_fmt", "yuv420p", "-movflags", "+faststart", "-f", "mp4", _file_input(out)]
-    run_ffmpeg(args, timeout_s=timeout_s, ffmpeg=ffmpeg, extra_demuxers=("lavfi",))
-    return out
+# The demo-clip generator lives in its own module; re-exported here for existing callers.
+from clipfeed.media.ffmpeg_demo import DEMO_PATTERNS, generate_demo_clip  # noqa: E402

@@ -19,7 +19,7 @@ from clipfeed.config import Settings
 from clipfeed.db import Database
 from clipfeed.db.base import utcnow
 from clipfeed.media import keys
-from clipfeed.media.ffmpeg import Rung, plan_ladder, transcode_ladder, write_master_playlist
+from clipfeed.media.ffmpeg import Rung, Soundtrack, plan_ladder, transcode_ladder, write_master_playlist
 from clipfeed.media.models import Sound, Video, VideoStatus
 from clipfeed.media.probe import MediaRejected, ProbeResult, probe_media
 from clipfeed.social.notifications import notify
@@ -72,6 +72,7 @@ class Processor:
         self.jobdir = settings.resolved_data_dir / "work" / video_id
         self.workdir = self.jobdir / f"attempt-{attempt}"
         self.published: list[dict] = []
+        self.has_audio = False  # whether the renditions carry audio (the source's or a reused sound)
         self._last_progress = -1.0
 
     async def _load(self, session) -> Video:
@@ -92,13 +93,24 @@ class Processor:
             video = await self._load(session)
             source_key, owner_id = video.source_key, video.owner_id
             self.published = list(video.renditions or [])
+            named_sound = video.sound_id
+            sound = await session.get(Sound, named_sound) if named_sound else None
+            sound_key = sound.blob_key if sound is not None else None
+            sound_level = video.sound_volume or 0.0
         shutil.rmtree(self.jobdir, ignore_errors=True)
         self.workdir.mkdir(parents=True)
         source = await self._local_source(source_key)
+        soundtrack = None
+        if sound_key:
+            soundtrack = Soundtrack(await self._local_blob(sound_key, "soundtrack"), original_level=sound_level)
+        elif named_sound:
+            # The sound (or its creator) was deleted after this upload named it: keep the clip's own audio.
+            log.warning("video %s names a sound that is gone; processing it with its own audio", self.video_id)
         probe = await asyncio.to_thread(
             probe_media, source, max_bytes=self.settings.max_upload_bytes,
             min_duration_s=self.settings.min_duration_s, max_duration_s=self.settings.max_duration_s,
             max_dimension=self.settings.max_dimension, max_fps=self.settings.max_fps)
+        self.has_audio = probe.has_audio or soundtrack is not None
         await self._save_probe(probe)
         rungs = plan_ladder(probe.display_width, probe.display_height)
         loop = asyncio.get_running_loop()
@@ -113,18 +125,22 @@ class Processor:
             transcode_ladder, source, self.workdir, rungs, has_audio=probe.has_audio,
             duration_s=probe.duration_s, preset=self.settings.x264_preset,
             timeout_s=self.settings.ffmpeg_timeout_s, max_output_bytes=self.settings.max_output_bytes,
-            on_progress=on_progress, on_rung_ready=on_rung_ready, ffmpeg=self.settings.ffmpeg_path)
+            on_progress=on_progress, on_rung_ready=on_rung_ready, ffmpeg=self.settings.ffmpeg_path,
+            soundtrack=soundtrack)
         await self._finish(result, owner_id, probe)
 
     async def _local_source(self, source_key: str) -> Path:
-        path = self.store.local_path(source_key)
+        return await self._local_blob(source_key, "source")
+
+    async def _local_blob(self, key: str, name: str) -> Path:
+        path = self.store.local_path(key)
         if path is not None and path.exists():
             return path
-        # A remote store: fetch the original next to the work files, under a server-made name.
-        target = self.jobdir / "source"
+        # A remote store: fetch the blob next to the work files, under a server-made name.
+        target = self.jobdir / name
         target.parent.mkdir(parents=True, exist_ok=True)
         with open(target, "wb") as handle:
-            async for chunk in self.store.read(source_key):
+            async for chunk in self.store.read(key):
                 handle.write(chunk)
         return target
 
@@ -135,7 +151,7 @@ class Processor:
             video.width, video.height = probe.display_width, probe.display_height
             video.fps = probe.fps
             video.bitrate = probe.bitrate
-            video.has_audio = probe.has_audio
+            video.has_audio = self.has_audio
             video.features = {**(video.features or {}), "probe": {
                 "container": probe.container, "video_codec": probe.video_codec, "audio_codec": probe.audio_codec,
                 "rotation": probe.rotation, "coded_width": probe.width, "coded_height": probe.height,
@@ -161,7 +177,7 @@ class Processor:
         ready_names = {r["name"] for r in self.published} | {rung.name}
         ready = [r for r in all_rungs if r.name in ready_names]
         master = self.workdir / "master.m3u8"
-        write_master_playlist(ready, master, has_audio=probe.has_audio)
+        write_master_playlist(ready, master, has_audio=self.has_audio)
         await self.store.put_file(keys.hls_key(self.video_id, "master.m3u8"), master)
         self.published = [r for r in self.published if r["name"] != rung.name] + [
             {"name": rung.name, "width": rung.width, "height": rung.height,

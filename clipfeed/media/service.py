@@ -34,14 +34,50 @@ def validate_visibility(visibility: str | None) -> str:
     return visibility
 
 
+def validate_sound_volume(value: str | float | None, sound_id: str | None) -> float | None:
+    """The level of the clip's own audio under a reused sound, 0..1 (0 or absent: the sound
+    replaces it; 1: both equally loud). Only meaningful together with a sound_id."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    try:
+        level = float(value)
+    except (TypeError, ValueError):
+        raise ValidationFailed("sound_volume must be a number from 0 to 1", field="sound_volume") from None
+    if not 0.0 <= level <= 1.0:  # also refuses nan and inf
+        raise ValidationFailed("sound_volume must be a number from 0 to 1", field="sound_volume")
+    if sound_id is None:
+        raise ValidationFailed("sound_volume needs a sound_id to mix with", field="sound_volume")
+    return level
+
+
+async def usable_sound(session: AsyncSession, sound_id: str, user: User) -> Sound:
+    """A sound `user` may put under a new upload: it exists, its audio is ready (extracted), its
+    source video (if any) is visible to them and no block stands between them and its creator.
+    Every other case is the same 422, so nothing leaks about sounds the user may not see."""
+    refused = ValidationFailed("sound_id does not name a sound you can use", field="sound_id")
+    sound = await session.get(Sound, sound_id)
+    if sound is None or not sound.blob_key:
+        raise refused
+    if sound.owner_id != user.id and await graph.is_blocked(session, user.id, sound.owner_id):
+        raise refused
+    if sound.source_video_id is not None:
+        source = await session.get(Video, sound.source_video_id)
+        if source is None or not await can_view(session, source, user):
+            raise refused
+    return sound
+
+
 async def create_video(session: AsyncSession, owner: User, *, filename: str | None, caption: str | None,
-                       visibility: str | None, sound_id: str | None) -> Video:
-    """The video record exists from the first byte of an upload, in status 'uploading'."""
+                       visibility: str | None, sound_id: str | None, sound_volume: str | float | None = None) -> Video:
+    """The video record exists from the first byte of an upload, in status 'uploading'. A named
+    sound is checked here, before any byte of the upload is accepted."""
     sound_id = (sound_id or "").strip() or None
-    if sound_id is not None and await session.get(Sound, sound_id) is None:
-        raise ValidationFailed("sound_id does not name a sound", field="sound_id")
-    video = Video(owner_id=owner.id, status=VideoStatus.UPLOADING, caption=validate_caption(caption),
-                  visibility=validate_visibility(visibility), sound_id=sound_id,
+    level = validate_sound_volume(sound_volume, sound_id)
+    caption, visibility = validate_caption(caption), validate_visibility(visibility)
+    if sound_id is not None:
+        await usable_sound(session, sound_id, owner)
+    video = Video(owner_id=owner.id, status=VideoStatus.UPLOADING, caption=caption,
+                  visibility=visibility, sound_id=sound_id, sound_volume=level,
                   original_filename=(filename or "")[:255], features={}, renditions=[], artifacts={})
     session.add(video)
     await session.flush()

@@ -33,7 +33,7 @@ BODY_IDLE_SECONDS = 60.0
 # Room for multipart boundaries, part headers and the small text fields around the file.
 MULTIPART_OVERHEAD = 256 * 1024
 FORM_FIELD_LIMIT = 16 * 1024
-FORM_FIELDS = ("caption", "visibility", "sound_id")
+FORM_FIELDS = ("caption", "visibility", "sound_id", "sound_volume")
 
 
 class TusVersionUnsupported(ClipfeedError):
@@ -298,7 +298,7 @@ class _Form:
 @router.post("/videos/upload", status_code=201, tags=["videos"])
 async def multipart_upload(request: Request, db: Db, store: Store, jobs: Jobs, settings: Settings) -> Response:
     """One-shot upload for simple clients: multipart/form-data with `file` and optional
-    `caption`, `visibility`, `sound_id`. Same limits as tus; the file streams to storage."""
+    `caption`, `visibility`, `sound_id`, `sound_volume`. Same limits as tus; the file streams to storage."""
     user = await _require_user(request, db)
     content_type, options = parse_options_header(request.headers.get("content-type", ""))
     boundary = options.get(b"boundary")
@@ -344,5 +344,5 @@ async def multipart_upload(request: Request, db: Db, store: Store, jobs: Jobs, s
     video = await uploads.publish_staged(
         db, store, jobs, user, staged_key=staged_key, size=size, filename=form.filename,
         caption=form.fields.get("caption"), visibility=form.fields.get("visibility"),
-        sound_id=form.fields.get("sound_id"))
+        sound_id=form.fields.get("sound_id"), sound_volume=form.fields.get("sound_volume"))
     return JSONResponse({"video": {"id": video.id, "status": video.status}}, status_code=201)

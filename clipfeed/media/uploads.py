@@ -51,7 +51,7 @@ LEASE_RENEW_SECONDS = 2.0
 LEASE_WRITE_WINDOW = LEASE_SECONDS - 3.0
 
 METADATA_MAX_CHARS = 8192
-METADATA_FIELDS = ("filename", "caption", "visibility", "sound_id")
+METADATA_FIELDS = ("filename", "caption", "visibility", "sound_id", "sound_volume")
 CHECKSUM_ALGORITHMS: dict[str, Callable] = {"sha1": hashlib.sha1, "md5": hashlib.md5, "sha256": hashlib.sha256}
 
 
@@ -206,7 +206,7 @@ async def create_upload(db: Database, settings: Settings, owner: User, *, length
         video = await media.create_video(
             session, owner, filename=metadata.get("filename") or metadata.get("name"),
             caption=metadata.get("caption"), visibility=metadata.get("visibility"),
-            sound_id=metadata.get("sound_id"))
+            sound_id=metadata.get("sound_id"), sound_volume=metadata.get("sound_volume"))
         upload = Upload(id=secrets.token_hex(16), video_id=video.id, owner_id=owner.id, length=length, offset=0,
                         blob_key=keys.source_key(video.id), metadata_=metadata, expires_at=_expiry(settings))
         session.add(upload)
@@ -574,7 +574,7 @@ async def _move_blob(store: BlobStore, source: str, target: str) -> None:
 
 async def publish_staged(db: Database, store: BlobStore, jobs: JobQueue, owner: User, *, staged_key: str,
                          size: int, filename: str | None, caption: str | None, visibility: str | None,
-                         sound_id: str | None) -> Video:
+                         sound_id: str | None, sound_volume: str | None = None) -> Video:
     """A staged one-shot upload becomes a video in processing (the job starts after the commit).
     The staging blob is consumed either way."""
     if size <= 0:
@@ -590,7 +590,8 @@ async def publish_staged(db: Database, store: BlobStore, jobs: JobQueue, owner: 
     try:
         async with db.transaction() as session:
             video = await media.create_video(session, owner, filename=filename, caption=caption,
-                                             visibility=visibility, sound_id=sound_id)
+                                             visibility=visibility, sound_id=sound_id,
+                                             sound_volume=sound_volume)
             on_commit(session, mark_committed)
             source = keys.source_key(video.id)
             await _move_blob(store, staged_key, source)

@@ -15,6 +15,7 @@ from clipfeed.accounts import service as accounts
 from clipfeed.accounts.models import User
 from clipfeed.config import Settings
 from clipfeed.db import Database, utcnow
+from clipfeed.media import keys
 from clipfeed.media.models import Sound, Video
 from clipfeed.social.models import Block, Follow
 
@@ -68,12 +69,17 @@ def make_video(settings: Settings, owner_id: str, **fields) -> str:
     return run(settings, work)
 
 
-def make_sound(settings: Settings, owner_id: str, source_video_id: str | None, title: str = "a sound") -> str:
+def make_sound(settings: Settings, owner_id: str, source_video_id: str | None, title: str = "a sound",
+               *, ready: bool = True) -> str:
+    """A sound row; `ready` ones name their blob key (the blob itself is not written)."""
+
     async def work(session):
         sound = Sound(owner_id=owner_id, source_video_id=source_video_id, title=title, duration_ms=10_000,
                       blob_key="")
         session.add(sound)
         await session.flush()
+        if ready:
+            sound.blob_key = keys.sound_key(sound.id)
         return sound.id
 
     return run(settings, work)
