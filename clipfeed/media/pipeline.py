@@ -19,6 +19,7 @@ from clipfeed.config import Settings
 from clipfeed.db import Database
 from clipfeed.db.base import utcnow
 from clipfeed.media import keys
+from clipfeed.media import service as media
 from clipfeed.media.ffmpeg import Rung, Soundtrack, plan_ladder, transcode_ladder, write_master_playlist
 from clipfeed.media.models import Sound, Video, VideoStatus
 from clipfeed.media.probe import MediaRejected, ProbeResult, probe_media
@@ -191,6 +192,7 @@ class Processor:
                 video.status = VideoStatus.READY
                 video.published_at = utcnow()
                 await notify(session, video.owner_id, "video_ready", video_id=video.id)
+                await media.notify_caption_mentions(session, video)
             video.heartbeat_at = utcnow()
 
     async def _publish_artifacts(self) -> list[str]:
@@ -229,6 +231,7 @@ class Processor:
                 video.status = VideoStatus.READY
                 video.published_at = utcnow()
                 await notify(session, video.owner_id, "video_ready", video_id=video.id)
+                await media.notify_caption_mentions(session, video)
 
 
 async def _mark(db: Database, video_id: str, *, status: str, code: str, reason: str) -> None:

@@ -198,7 +198,16 @@ async def update_video(session: AsyncSession, video: Video, *, caption: str | No
     await session.flush()
     if caption is not None:
         await _sync_hashtags(session, video)
+    if caption is not None or visibility is not None:
+        await notify_caption_mentions(session, video)
     return video
+
+
+async def notify_caption_mentions(session: AsyncSession, video: Video) -> None:
+    """Mentions in the caption, once the video is visible (see social.tags)."""
+    from clipfeed.social.tags import notify_caption_mentions as notify
+
+    await notify(session, video)
 
 
 async def delete_video(session: AsyncSession, store: BlobStore, video: Video) -> None:

@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from clipfeed.accounts.models import User
 from clipfeed.errors import Forbidden, NotFound, ValidationFailed
+from clipfeed.media import service as media
 from clipfeed.pagination import decode_cursor, encode_cursor
 from clipfeed.social import graph, notifications
 from clipfeed.social.interactions import bump, record_event, visible_video
@@ -104,14 +105,16 @@ async def create_comment(session: AsyncSession, video_id: str, author: User, *, 
         await notifications.notify(session, replied_to.author_id, "reply", actor_id=author.id,
                                    video_id=video.id, comment_id=comment.id, text=snippet)
         notified.add(replied_to.author_id)
-    await notify_mentions(session, text, author, video_id=video.id, comment_id=comment.id, skip=notified)
+    await notify_mentions(session, text, author, video_id=video.id, comment_id=comment.id, skip=notified,
+                          audience=video)
     return comment_out(comment, author)
 
 
 async def notify_mentions(session: AsyncSession, text: str, author: User, *, video_id: str | None,
-                          comment_id: str | None = None, skip: set[str] = frozenset()) -> list[str]:
+                          comment_id: str | None = None, skip: set[str] = frozenset(),
+                          audience=None) -> list[str]:
     """Send "mention" to every existing @handle in text that is not blocked with the author.
-    Returns the ids notified."""
+    ``audience`` (a video): only users who may see it are told about it. Returns the ids notified."""
     handles = parse_mentions(text)
     if not handles:
         return []
@@ -120,6 +123,8 @@ async def notify_mentions(session: AsyncSession, text: str, author: User, *, vid
     sent = []
     for user in users:
         if user.id in skip or user.id == author.id:
+            continue
+        if audience is not None and not await media.can_view(session, audience, user):
             continue
         await notifications.notify(session, user.id, "mention", actor_id=author.id, video_id=video_id,
                                    comment_id=comment_id, text=text[:120])

@@ -16,12 +16,12 @@ from clipfeed.accounts.models import User
 from clipfeed.errors import NotFound
 from clipfeed.media import keys
 from clipfeed.media import service as media
-from clipfeed.media.models import Sound, Video
+from clipfeed.media.models import Sound, Video, VideoStatus, Visibility
 from clipfeed.pagination import decode_cursor, encode_cursor
 from clipfeed.social.graph import is_blocked
 from clipfeed.social.interactions import insert_ignore, visible_video
-from clipfeed.social.models import Hashtag, VideoHashtag
-from clipfeed.social.text import normalize_tag, parse_hashtags
+from clipfeed.social.models import Hashtag, Notification, VideoHashtag
+from clipfeed.social.text import normalize_tag, parse_hashtags, parse_mentions
 
 
 async def _bump_tag(session: AsyncSession, hashtag_id: int, delta: int) -> None:
@@ -88,6 +88,29 @@ async def hashtag_videos(session: AsyncSession, raw_tag: str, viewer: User | Non
              .where(VideoHashtag.hashtag_id == hashtag.id, media.listed_filter(viewer.id if viewer else None)))
     videos, next_cursor = await _video_page(session, query, limit=limit, cursor=cursor)
     return hashtag, videos, next_cursor
+
+
+async def notify_caption_mentions(session: AsyncSession, video: Video) -> list[str]:
+    """Tell the users @mentioned in a video's caption, once per user and video, as soon as they
+    can see it: nothing while it is uploading/processing or private (called again when it turns
+    ready and after every caption or visibility edit; whoever was told already is skipped, so
+    editing the caption does not repeat the notification). Followers-only videos only notify
+    followers; blocks either way never notify. Returns the ids notified."""
+    from clipfeed.social.comments import notify_mentions
+
+    if video.status != VideoStatus.READY or video.visibility == Visibility.PRIVATE:
+        return []
+    handles = parse_mentions(video.caption or "")
+    if not handles:
+        return []
+    told = set((await session.scalars(
+        select(Notification.user_id).join(User, User.id == Notification.user_id)
+        .where(Notification.video_id == video.id, Notification.kind == "mention",
+               Notification.comment_id.is_(None), User.handle.in_(handles)))).all())
+    author = await session.get(User, video.owner_id)
+    if author is None:
+        return []
+    return await notify_mentions(session, video.caption, author, video_id=video.id, skip=told, audience=video)
 
 
 def hashtag_out(hashtag: Hashtag) -> dict:
