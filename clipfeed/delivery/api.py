@@ -5,6 +5,17 @@ an allow-list, the video's access facts come from a ~2 s in-process cache, the c
 is only looked up (through the same cache) for hidden videos without a valid signature and for
 public ones requested with a session (a block hides a creator's media from the blocked user), and
 the body streams from the store in constant memory.
+
+Access model, by design:
+- PUBLIC (and unlisted) media is served to anonymous requests. It must be: the share page, embeds,
+  players without cookies and CDN edges fetch it without a session, and its responses are
+  ``Cache-Control: public`` so an edge can serve them. A block therefore cannot stop someone who
+  signs out (or asks a cache); it stops the blocked user's own signed-in session, which is what
+  the app and the web client use: a request carrying a session of a user blocked with the
+  creator (either way) gets 404 for the creator's renditions, segments, posters, previews,
+  storyboards and sounds, exactly as for a video that does not exist.
+- Followers-only and private media is never anonymous: it needs the owner's (or a follower's)
+  session, or a signed URL (``?exp&sig``, see service.py) minted for someone who may see it.
 """
 
 from __future__ import annotations
@@ -93,6 +104,16 @@ class BlobResponse(Response):
             await content.aclose()
 
 
+async def _refuse_blocked_session(state: _Delivery, request: Request, owner_id: str) -> None:
+    """Public media: anyone may fetch it, except a signed-in viewer on the wrong side of a block
+    with its creator. Only requests that carry a session pay for the (cached) check."""
+    token = request_token(request)
+    if token is not None:
+        viewer_id = await state.cache.viewer_id(token)
+        if (await state.cache.relation(viewer_id, owner_id)).blocked:
+            raise _not_found()
+
+
 @router.api_route("/media/{key:path}", methods=["GET", "HEAD"], response_class=Response,
                   summary="Serve a playlist, segment, image or sound (Range, ETag, Cache-Control)")
 async def serve_media(key: str, request: Request) -> Response:
@@ -103,8 +124,10 @@ async def serve_media(key: str, request: Request) -> Response:
 
     public, settled, sign_query, max_age_cap = True, True, None, None
     if media_key.sound_id is not None:
-        if not await state.cache.sound_exists(media_key.sound_id):
+        sound_owner = await state.cache.sound_owner(media_key.sound_id)
+        if sound_owner is None:
             raise _not_found()
+        await _refuse_blocked_session(state, request, sound_owner)
     else:
         video_id = media_key.video_id
         access = await state.cache.video(video_id)
@@ -112,13 +135,7 @@ async def serve_media(key: str, request: Request) -> Response:
             raise _not_found()
         settled = access.settled
         if access.public:
-            # Anyone may fetch it, except a signed-in viewer on the wrong side of a block. Only
-            # requests that carry a session pay for the (cached) check.
-            token = request_token(request)
-            if token is not None:
-                viewer_id = await state.cache.viewer_id(token)
-                if (await state.cache.relation(viewer_id, access.owner_id)).blocked:
-                    raise _not_found()
+            await _refuse_blocked_session(state, request, access.owner_id)
         else:
             public = False
             params = request.query_params

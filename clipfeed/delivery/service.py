@@ -241,7 +241,7 @@ NO_RELATION = ViewerRelation()
 
 
 class AccessCache:
-    """A tiny in-process TTL cache of VideoAccess per video id (and sound existence per sound id,
+    """A tiny in-process TTL cache of VideoAccess per video id (and the owner of each sound id,
     the user behind a session token, and follow/block state per viewer and owner), so hot
     segments do not hit the database on every request. Concurrent misses for one key share a
     single lookup. A change of visibility, status, session or relationship reaches /media within
@@ -260,8 +260,9 @@ class AccessCache:
     async def video(self, video_id: str) -> VideoAccess | None:
         return await self._get(f"v:{video_id}", lambda: self._load_video(video_id))
 
-    async def sound_exists(self, sound_id: str) -> bool:
-        return bool(await self._get(f"s:{sound_id}", lambda: self._load_sound(sound_id)))
+    async def sound_owner(self, sound_id: str) -> str | None:
+        """The creator of a sound (None: no such sound)."""
+        return await self._get(f"s:{sound_id}", lambda: self._load_sound(sound_id))
 
     async def viewer_id(self, token: str) -> str | None:
         """The user a session token belongs to (None: unknown or expired)."""
@@ -318,9 +319,9 @@ class AccessCache:
             rel = await graph.relation(conn, viewer_id, owner_id)
         return ViewerRelation(follows_owner=rel.following, blocked=rel.blocked)
 
-    async def _load_sound(self, sound_id: str) -> bool:
+    async def _load_sound(self, sound_id: str) -> str | None:
         async with self.db.engine.connect() as conn:
-            return (await conn.execute(select(Sound.id).where(Sound.id == sound_id))).first() is not None
+            return (await conn.execute(select(Sound.owner_id).where(Sound.id == sound_id))).scalar_one_or_none()
 
 
 # ---------------------------------------------------------------------------------------------

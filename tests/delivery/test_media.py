@@ -475,6 +475,67 @@ def test_visibility_change_reaches_media_within_the_cache_ttl(env, anon):
 
 
 # ---------------------------------------------------------------------------------------------
+# Blocks: a blocked user's own session cannot fetch the creator's media; anonymous can (by design)
+# ---------------------------------------------------------------------------------------------
+
+ALL_MEDIA = ("hls/master.m3u8", "hls/360p/playlist.m3u8", "hls/360p/init.mp4", "hls/360p/seg_00001.m4s",
+             "poster.jpg", "preview.webp", "storyboard.jpg", "storyboard.vtt")
+
+
+def test_a_blocked_user_cannot_fetch_the_creators_media_with_their_session(env, anon):
+    server, owner, other = env["server"], env["owner"], env["other"]
+    video_id = env["video_id"]
+    sound_id = insert_sound(server, owner["user"]["id"])
+    put_blob(server, keys.sound_key(sound_id), b"\x00\x00\x00\x1cftypM4A fake")
+    urls = [media(video_id, name) for name in ALL_MEDIA] + [f"/media/{keys.sound_key(sound_id)}"]
+    # Before the block the other user fetches everything (this also warms the access cache).
+    assert [anon.get(url, headers=other["headers"]).status_code for url in urls] == [200] * len(urls)
+
+    blocked = anon.post(f"/api/v1/users/{other['user']['id']}/block", headers=owner["headers"])
+    assert blocked.status_code == 200, blocked.text
+    wait_for(lambda: anon.get(urls[3], headers=other["headers"]).status_code == 404, timeout=10, interval=0.05,
+             message="the block to reach /media")
+    with httpx.Client(base_url=server.url, cookies={"clipfeed_session": other["token"]}) as browser:
+        for url in urls:
+            for response in (anon.get(url, headers=other["headers"]), browser.get(url),
+                             anon.head(url, headers=other["headers"]),
+                             anon.get(url, headers={**other["headers"], "Range": "bytes=0-3"})):
+                assert response.status_code == 404, (url, response.request.method)
+                if response.request.method == "GET":
+                    assert response.json()["error"]["code"] == "not_found"
+                assert response.headers["cache-control"] == "no-store"
+    # The creator and everybody else still get them; so does an anonymous request: public media
+    # is public (share pages, embeds, CDN edges), a block governs the blocked user's session.
+    third = register(anon)
+    for headers in (owner["headers"], third["headers"], {}):
+        assert [anon.get(url, headers=headers).status_code for url in urls] == [200] * len(urls)
+    public = anon.get(urls[3])
+    assert public.headers["cache-control"] == IMMUTABLE and public.content == SEGMENT
+
+
+def test_blocking_the_creator_also_hides_their_media_and_unblocking_restores_it(env, anon):
+    owner, other, video_id = env["owner"], env["other"], env["video_id"]
+    url = media(video_id, "poster.jpg")
+    assert anon.post(f"/api/v1/users/{owner['user']['id']}/block", headers=other["headers"]).status_code == 200
+    assert anon.get(url, headers=other["headers"]).status_code == 404
+    assert anon.delete(f"/api/v1/users/{owner['user']['id']}/block", headers=other["headers"]).status_code == 200
+    wait_for(lambda: anon.get(url, headers=other["headers"]).status_code == 200, timeout=10, interval=0.05,
+             message="the unblock to reach /media")
+
+
+def test_a_blocked_user_cannot_fetch_followers_only_media_even_as_a_follower(env, anon):
+    server, owner, other = env["server"], env["owner"], env["other"]
+    video_id = make_video(server, owner["user"]["id"], visibility=Visibility.FOLLOWERS)
+    url = media(video_id, "hls/360p/seg_00001.m4s")
+    assert anon.post(f"/api/v1/users/{owner['user']['id']}/follow", headers=other["headers"]).status_code in (200, 201)
+    assert anon.get(url, headers=other["headers"]).status_code == 200
+    assert anon.post(f"/api/v1/users/{other['user']['id']}/block", headers=owner["headers"]).status_code == 200
+    wait_for(lambda: anon.get(url, headers=other["headers"]).status_code == 404, timeout=10, interval=0.05,
+             message="the block to reach followers-only media")
+    assert anon.get(url).status_code == 404  # never anonymous
+
+
+# ---------------------------------------------------------------------------------------------
 # Path traversal: raw request lines, so no client normalises them first
 # ---------------------------------------------------------------------------------------------
 
