@@ -67,15 +67,24 @@ async def usable_sound(session: AsyncSession, sound_id: str, user: User) -> Soun
     return sound
 
 
-async def create_video(session: AsyncSession, owner: User, *, filename: str | None, caption: str | None,
-                       visibility: str | None, sound_id: str | None, sound_volume: str | float | None = None) -> Video:
-    """The video record exists from the first byte of an upload, in status 'uploading'. A named
-    sound is checked here, before any byte of the upload is accepted."""
+async def check_video_fields(session: AsyncSession, owner: User, *, caption: str | None, visibility: str | None,
+                             sound_id: str | None, sound_volume: str | float | None
+                             ) -> tuple[str, str, str | None, float | None]:
+    """Validated (caption, visibility, sound_id, sound level) of a new video; 422 naming the field."""
     sound_id = (sound_id or "").strip() or None
     level = validate_sound_volume(sound_volume, sound_id)
     caption, visibility = validate_caption(caption), validate_visibility(visibility)
     if sound_id is not None:
         await usable_sound(session, sound_id, owner)
+    return caption, visibility, sound_id, level
+
+
+async def create_video(session: AsyncSession, owner: User, *, filename: str | None, caption: str | None,
+                       visibility: str | None, sound_id: str | None, sound_volume: str | float | None = None) -> Video:
+    """The video record exists from the first byte of an upload, in status 'uploading'. A named
+    sound is checked here, before any byte of the upload is accepted."""
+    caption, visibility, sound_id, level = await check_video_fields(
+        session, owner, caption=caption, visibility=visibility, sound_id=sound_id, sound_volume=sound_volume)
     video = Video(owner_id=owner.id, status=VideoStatus.UPLOADING, caption=caption,
                   visibility=visibility, sound_id=sound_id, sound_volume=level,
                   original_filename=(filename or "")[:255], features={}, renditions=[], artifacts={})

@@ -317,6 +317,7 @@ async def multipart_upload(request: Request, db: Db, store: Store, jobs: Jobs, s
 
     async def file_pieces() -> AsyncIterator[bytes]:
         total = 0
+        checked = False
         async for chunk in _body(request):
             total += len(chunk)
             if total > body_cap:
@@ -327,6 +328,10 @@ async def multipart_upload(request: Request, db: Db, store: Store, jobs: Jobs, s
             except MultipartParseError as exc:
                 raise uploads.InvalidUploadRequest(f"malformed multipart body: {exc}", code="invalid_multipart") from None
             if form.pieces:
+                if not checked:
+                    # The fields sent before the file are final: refuse bad ones before storing any of it.
+                    checked = True
+                    await uploads.check_video_fields(db, user, form.fields)
                 pieces, form.pieces = form.pieces, []
                 for piece in pieces:
                     yield piece

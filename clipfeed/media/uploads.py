@@ -558,6 +558,15 @@ async def stage_file(store: BlobStore, settings: Settings, chunks: AsyncIterable
     return key, size
 
 
+async def check_video_fields(db: Database, owner: User, fields: dict[str, str]) -> None:
+    """The rules create_video applies to caption, visibility and sound, checked early (a one-shot
+    upload whose fields come before its file is refused before the file's bytes are stored)."""
+    async with db.transaction() as session:
+        await media.check_video_fields(session, owner, caption=fields.get("caption"),
+                                       visibility=fields.get("visibility"), sound_id=fields.get("sound_id"),
+                                       sound_volume=fields.get("sound_volume"))
+
+
 async def discard_staged(store: BlobStore, key: str) -> None:
     with contextlib.suppress(Exception):
         await store.delete(key)

@@ -650,6 +650,29 @@ def test_multipart_upload(http, server, settings, owner):
     assert count == 2
 
 
+def test_multipart_fields_before_the_file_are_checked_before_it_is_stored(http, server, settings, owner):
+    staged: list[str] = []
+
+    def body(fields: dict[str, str], boundary: str = "f1eld5"):
+        for name, value in fields.items():
+            yield f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+        yield f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.mp4"\r\n\r\n'.encode()
+        for _ in range(4):
+            staged.extend(str(p) for p in (settings.blob_root / "uploads").glob("*"))
+            yield os.urandom(256 * 1024)
+        yield f"\r\n--{boundary}--\r\n".encode()
+
+    for fields, field in (({"sound_id": "nosuchsound00000"}, "sound_id"),
+                          ({"caption": "hi", "sound_volume": "0.5"}, "sound_volume"),
+                          ({"visibility": "everyone"}, "visibility")):
+        response = http.post("/api/v1/videos/upload", content=body(fields), headers={
+            **owner["headers"], "Content-Type": "multipart/form-data; boundary=f1eld5"})
+        assert response.status_code == 422, response.text
+        assert response.json()["error"]["field"] == field
+    assert staged == [] and not any((settings.blob_root / "uploads").glob("*"))
+    assert db_run(settings, lambda s: s.scalar(select(func.count()).select_from(Video))) == 0
+
+
 def test_multipart_over_the_limit_leaves_nothing(settings_factory):
     settings = settings_factory(max_upload_bytes=64 * 1024)
     live = LiveServer(settings, run_workers=False).start()
