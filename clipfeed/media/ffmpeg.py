@@ -37,6 +37,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from clipfeed.media.ffmpeg_audio import Soundtrack, audio_codec_args, soundtrack_graph
 from clipfeed.media.ladder import (
     RUNG_INIT,
     RUNG_PLAYLIST,
@@ -74,7 +75,6 @@ _LOUDNESS_LOG = ".loudness.txt"
 BASE_ARGS = ("-nostdin", "-hide_banner", "-nostats", "-loglevel", "error", "-y")
 INPUT_PROTOCOLS = "file,pipe"
 CRF = 23
-AUDIO_FILTER = "aformat=channel_layouts=stereo|mono"
 PREVIEW_SECONDS = 3.0
 PREVIEW_FPS = 12
 PREVIEW_SHORT_EDGE = 320
@@ -437,12 +437,6 @@ def _x264_args(rung: Rung, preset: str, threads: int = 0) -> list[str]:
     ]
 
 
-def _aac_args(kbps: int, passthrough: bool = False) -> list[str]:
-    if passthrough:
-        return ["-c:a", "copy"]
-    return ["-c:a", "aac", "-b:a", f"{kbps}k", "-filter:a", AUDIO_FILTER]
-
-
 def audio_passthrough_ok(src: Path) -> bool:
     """Whether the source's first audio track can go into the rungs as it is: AAC-LC, mono or
     stereo, 44.1/48 kHz, at most 192 kb/s (what phones record). Copying it costs no CPU and no
@@ -478,44 +472,6 @@ def _rung_chain(rung: Rung) -> str:
 
 def _every(seconds: float) -> str:
     return f"select='isnan(prev_selected_t)+gte(t-prev_selected_t,{seconds:.3f})'"
-
-
-@dataclass(frozen=True)
-class Soundtrack:
-    """A reused sound as the clip's audio (an upload naming ``sound_id``).
-
-    The sound is looped (demuxer-level ``-stream_loop``, so memory stays constant whatever its
-    length) and trimmed to the clip's duration. ``original_level`` is the level of the clip's own
-    audio under it, 0..1: 0 replaces the original audio, 1 mixes both equally; a clip without an
-    audio stream simply gets the sound. Both are mixed with normalized weights, so the sum never
-    clips."""
-
-    path: Path
-    original_level: float = 0.0
-
-    @property
-    def mixes(self) -> bool:
-        return self.original_level > 0
-
-
-def _soundtrack_graph(soundtrack: Soundtrack, *, has_audio: bool, duration_s: float, outputs: int) -> list[str]:
-    """Filter-graph parts turning input 1 (the sound) and, when mixed, ``0:a:0`` into ``outputs``
-    identical stereo 48 kHz streams labelled ``[st0]``, ``[st1]``, ..."""
-    fmt = "aresample=48000,aformat=sample_fmts=fltp:channel_layouts=stereo"
-    parts = [f"[1:a:0]atrim=duration={duration_s:.3f},asetpts=PTS-STARTPTS,{fmt}[snd]"]
-    level = max(0.0, min(1.0, soundtrack.original_level))
-    mixed = "snd"
-    if has_audio and level > 0:
-        # duration=first: the (trimmed) sound decides the length, even when the original is shorter.
-        parts.append(f"[0:a:0]{fmt}[orig]")
-        parts.append(f"[snd][orig]amix=inputs=2:duration=first:dropout_transition=0:weights=1 {level:.3f}"
-                     f":normalize=1[mix]")
-        mixed = "mix"
-    if outputs == 1:
-        parts.append(f"[{mixed}]anull[st0]")
-    else:
-        parts.append(f"[{mixed}]asplit={outputs}" + "".join(f"[st{i}]" for i in range(outputs)))
-    return parts
 
 
 @dataclass
@@ -562,7 +518,7 @@ def _build_pass(src: Path, rungs: list[Rung], *, display: tuple[int, int], durat
     audio_maps: list[str] = []  # what each audio output maps: rungs first, then sound, then loudness
     if soundtrack is not None:
         consumers = len(rungs) + int(extras.sound) + int(extras.loudness)
-        graph += _soundtrack_graph(soundtrack, has_audio=has_audio, duration_s=duration_s, outputs=consumers)
+        graph += soundtrack_graph(soundtrack, has_audio=has_audio, duration_s=duration_s, outputs=consumers)
         audio_maps = [f"[st{i}]" for i in range(consumers)]
         audio_in = audio_maps.pop() if extras.loudness else None
     elif has_audio:
@@ -577,7 +533,7 @@ def _build_pass(src: Path, rungs: list[Rung], *, display: tuple[int, int], durat
     for i, rung in enumerate(rungs):
         args += ["-map", f"[r{i}]"]
         if audio_maps:
-            args += ["-map", audio_maps.pop(0), *_audio_codec_args(rung.audio_kbps, audio_copy, soundtrack)]
+            args += ["-map", audio_maps.pop(0), *audio_codec_args(rung.audio_kbps, audio_copy, soundtrack)]
         if i == 0 and progress:
             # Progress: one line per muxed video packet (its time in seconds) on stdout.
             args += ["-stats_mux_pre:v", "pipe:1", "-stats_mux_pre_fmt:v", "{t}"]
@@ -592,15 +548,9 @@ def _build_pass(src: Path, rungs: list[Rung], *, display: tuple[int, int], durat
         args += ["-map", "[story]", "-c:v", "mjpeg", "-q:v", "5", "-pix_fmt", "yuvj420p",
                  "-frames:v", "1", "-update", "1", "-f", "image2", STORYBOARD]
     if extras.sound and audio_maps:
-        args += ["-map", audio_maps.pop(0), "-vn", *_audio_codec_args(128, audio_copy, soundtrack),
+        args += ["-map", audio_maps.pop(0), "-vn", *audio_codec_args(128, audio_copy, soundtrack),
                  "-movflags", "+faststart", "-f", "mp4", SOUND]
     return args
-
-
-def _audio_codec_args(kbps: int, audio_copy: bool, soundtrack: Soundtrack | None) -> list[str]:
-    if soundtrack is not None:  # formatted inside the graph: no per-output filter allowed
-        return ["-c:a", "aac", "-b:a", f"{kbps}k"]
-    return _aac_args(kbps, audio_copy)
 
 
 # ---------------------------------------------------------------------------------- transcode
