@@ -15,6 +15,22 @@ const SWIPE_PX = 60;
 // First-frame timings after swipes, read by tests and bench/swipe.py.
 const metrics = (window.__clipfeed = window.__clipfeed || { firstFrames: [], views: [] });
 
+// Bytes of media held by the live <video> elements, estimated as buffered seconds times the
+// playing level's bitrate (browsers expose no exact figure); bench/swipe.py samples it.
+const liveSlots = new Set();
+metrics.mediaBytes = () => {
+  let bytes = 0;
+  for (const slot of liveSlots) {
+    const ranges = slot.video.buffered;
+    let seconds = 0;
+    for (let i = 0; i < ranges.length; i += 1) seconds += ranges.end(i) - ranges.start(i);
+    const level = slot.hls && slot.hls.levels && slot.hls.levels[Math.max(0, slot.hls.currentLevel)];
+    const bitrate = (level && level.bitrate) || Math.max(0, ...(slot.item.renditions || []).map((r) => r.bandwidth || 0));
+    bytes += (seconds * bitrate) / 8;
+  }
+  return { bytes, elements: document.querySelectorAll("video").length, slots: liveSlots.size };
+};
+
 export function preloadEnabled() {
   return new URLSearchParams(location.search).get("preload") !== "0";
 }
@@ -81,9 +97,13 @@ export class Pager {
     if (this.exhausted && !(this.loop && this.items.length)) return null;
     this.loading = (async () => {
       try {
-        let page = await this.source(this.exhausted ? null : this.cursor);
-        if (this.exhausted) this.exhausted = false;  // caught up: start the feed over
-        const fresh = (page.items || []).filter(playableItem);
+        const wrapping = this.exhausted;
+        const page = await this.source(wrapping ? null : this.cursor);
+        if (wrapping) this.exhausted = false;  // caught up: start the feed over
+        // Ranked pages can shift between requests (popularity moves): never show a video twice
+        // in the window we still hold, and on a wrap never right after itself.
+        const recent = new Set((wrapping ? this.items.slice(-3) : this.items).map((item) => item.id));
+        const fresh = (page.items || []).filter((item) => playableItem(item) && !recent.has(item.id));
         this.items.push(...fresh);
         this.cursor = page.next_cursor || null;
         if (!this.cursor) this.exhausted = true;
@@ -196,6 +216,42 @@ export class Pager {
   // Keeps cards for index-1..index+1, a <video> for each (only the current one without
   // preloading), and warms the next WARM_AHEAD. Everything outside is released.
   render() {
+    const current = this.cards.get(this.index);
+    if (current && current.slot && this.activeIndex !== this.index) {
+      // Fast path: the preloaded neighbour starts right away; building the next card (a new
+      // hls.js instance, DOM) waits until its first frame had the main thread to itself.
+      this.position();
+      this.activate(current);
+      clearTimeout(this.fillTimer);
+      this.fillTimer = setTimeout(() => this.fill(), 150);
+      return;
+    }
+    this.fill();
+  }
+
+  position() {
+    for (const [index, entry] of this.cards) {
+      entry.card.style.transform = `translate3d(0, ${(index - this.index) * 100}%, 0)`;
+      entry.card.setAttribute("aria-hidden", index === this.index ? "false" : "true");
+      entry.card.inert = index !== this.index;
+      if (index !== this.index && entry.slot) entry.slot.video.pause();
+    }
+  }
+
+  activate(current) {
+    this.activeIndex = this.index;
+    current.session = { watchedMs: 0, lastTime: 0, loops: 0, completed: false };
+    current.userPaused = false;
+    current.card.classList.remove("paused");
+    if (current.slot) {
+      // A preloaded neighbour that never played sits at 0: seeking it anyway costs a frame.
+      if (current.slot.video.currentTime > 0.05) current.slot.video.currentTime = 0;
+      this.play(current);
+    }
+  }
+
+  fill() {
+    clearTimeout(this.fillTimer);
     if (this.index - this.offset > 60) {
       const drop = this.index - this.offset - 20;
       this.items.splice(0, drop);
@@ -216,25 +272,13 @@ export class Pager {
         this.cards.set(index, entry);
         this.track.append(entry.card);
       }
-      entry.card.style.transform = `translate3d(0, ${(index - this.index) * 100}%, 0)`;
-      entry.card.setAttribute("aria-hidden", index === this.index ? "false" : "true");
-      entry.card.inert = index !== this.index;
       const needsVideo = index === this.index || this.preload;
       if (needsVideo && !entry.slot) this.attach(entry);
       if (!needsVideo && entry.slot) this.detach(entry);
-      if (index !== this.index && entry.slot) entry.slot.video.pause();
     }
+    this.position();
     const current = this.cards.get(this.index);
-    if (current && this.activeIndex !== this.index) {
-      this.activeIndex = this.index;
-      current.session = { watchedMs: 0, lastTime: 0, loops: 0, completed: false };
-      current.userPaused = false;
-      current.card.classList.remove("paused");
-      if (current.slot) {
-        current.slot.video.currentTime = 0;
-        this.play(current);
-      }
-    }
+    if (current && this.activeIndex !== this.index) this.activate(current);
     const keep = new Set();
     if (this.preload) {
       for (let i = this.index + 2; i <= this.index + WARM_AHEAD; i += 1) {
@@ -251,6 +295,7 @@ export class Pager {
   attach(entry) {
     const slot = new Slot(entry.item, { onError: (message) => this.showError(entry, message) });
     entry.slot = slot;
+    liveSlots.add(slot);
     const video = slot.video;
     video.muted = !this.sound;
     video.addEventListener("timeupdate", () => this.onTime(entry));
@@ -263,6 +308,7 @@ export class Pager {
   }
 
   detach(entry) {
+    liveSlots.delete(entry.slot);
     entry.slot.release();
     entry.slot = null;
     entry.card.classList.remove("started");
@@ -553,6 +599,7 @@ export class Pager {
   }
 
   destroy() {
+    clearTimeout(this.fillTimer);
     const current = this.cards.get(this.index);
     if (current) this.flushView(current);
     for (const entry of this.cards.values()) this.releaseCard(entry);
