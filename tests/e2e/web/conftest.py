@@ -86,10 +86,17 @@ def tabs(browser, live_server):
         tab.close()
 
 
-def seed_feed(server, sample_media, count: int, *, creators: int = 3) -> list[str]:
+class Seeded(list):
+    """Video ids, with `owners`: user id -> the factory's user (id, handle, token, headers)."""
+
+    owners: dict
+
+
+def seed_feed(server, sample_media, count: int, *, creators: int = 3) -> Seeded:
     """`count` ready public videos by `creators` users, all playing the same packaged clip."""
     owners = [make_user(server.settings, display_name=f"Creator {i}") for i in range(creators)]
-    ids = []
+    ids = Seeded()
+    ids.owners = {owner["id"]: owner for owner in owners}
     for i in range(count):
         video_id = make_video(server.settings, owners[i % creators]["id"], caption=f"clip {i} #seeded",
                               duration_ms=4000, width=360, height=640, renditions=RENDITIONS,

@@ -271,3 +271,38 @@ def test_rejected_upload_shows_the_servers_reason(live_server, client, clips, up
     assert videos and videos[0]["status"] == "rejected", videos
     assert shown == videos[0]["rejection_reason"], (shown, videos[0])
     tab.shot("upload-rejected-desktop")
+
+
+@pytest.fixture
+def fan(live_server, client):
+    return register(client)
+
+
+@pytest.mark.browser
+def test_live_badge_search_as_you_type_and_analytics_charts(live_server, client, feed, fan, tabs):
+    owner_id = client.get(f"/api/v1/videos/{feed[0]}").json()["owner_id"]
+    owner = client.get(f"/api/v1/users/{owner_id}/profile").json()
+    tab = tabs(mobile=False)
+    page = tab.goto("/discover")
+    page.wait_for_selector("#search")
+    page.type("#search", "clip 3", delay=40)  # typed, not submitted: results as you type
+    page.wait_for_selector(".search-results .grid .tile")
+    assert page.locator(".search-results .tile").count() >= 1
+    assert "/discover?q=clip" in page.url
+    page.wait_for_function("() => document.querySelectorAll('.search-results .tile').length >= 1")
+    tab.shot("discover-search-desktop")
+
+    # A follow by someone else arrives over SSE and lights the badge without a reload.
+    tab.context.add_cookies([{"name": "clipfeed_session", "value": feed.owners[owner_id]["token"],
+                              "url": live_server.url}])
+    page = tab.goto("/analytics")
+    page.wait_for_selector("svg.chart")
+    page.wait_for_function("() => document.querySelector('.nav-item.inbox .badge') !== null")
+    before = page.evaluate("Number(document.querySelector('.badge').textContent || 0)")
+    followed = client.post(f"/api/v1/users/{owner_id}/follow", headers=fan["headers"])
+    assert followed.status_code == 200, followed.text
+    page.wait_for_function("n => Number(document.querySelector('.badge').textContent || 0) > n", arg=before)
+    tab.shot("analytics-desktop")
+    page.click("a[aria-label=Inbox]")
+    page.wait_for_selector(f".notifications a:text('@{fan['user']['handle']}')")
+    page.wait_for_function("() => document.querySelector('.badge').hidden")
