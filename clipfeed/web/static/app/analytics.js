@@ -38,7 +38,7 @@ function axes(chart, maxY, labels, formatY) {
 
 export function barChart(title, labels, values) {
   const chart = frame(title);
-  const maxY = Math.max(1, ...values);
+  const maxY = Math.max(4, ...values);  // whole-number gridlines for small counts
   axes(chart, maxY, labels, (v) => formatCount(Math.round(v)));
   const innerW = W - PAD.left - PAD.right;
   const innerH = H - PAD.top - PAD.bottom;

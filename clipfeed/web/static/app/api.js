@@ -95,7 +95,8 @@ export function forgetProfile(userId) {
 }
 
 // A feed page. For You falls back to Trending when it is missing or failing (404, 5xx,
-// network): that is the product's degradation rule, and the client follows it too.
+// network): that is the product's degradation rule, and the client follows it too. Once it
+// has fallen back, later pages come from Trending too (their cursors carry a "t:" prefix).
 export async function feedPage(kind, cursor, limit = 10) {
   if (kind === "for-you") {
     const fellBack = Boolean(cursor) && String(cursor).startsWith("t:");
@@ -105,7 +106,9 @@ export async function feedPage(kind, cursor, limit = 10) {
         return { ...page, source: "for-you" };
       }
     } catch (error) {
-      if (error.status && error.status < 500 && error.status !== 404) throw error;
+      // 404 (not deployed), 5xx, network, and 401 (an anonymous visitor, should the server
+      // want a sign-in): all degrade to Trending rather than an empty screen.
+      if (error.name === "AbortError" || error.status === 400 || error.status === 422) throw error;
       cursor = null;
     }
     {

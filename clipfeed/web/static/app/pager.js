@@ -491,7 +491,7 @@ export class Pager {
     }));
     const share = h("button", { type: "button", class: "rail-btn share", "aria-label": "Share" },
       icon("share"), h("span", { class: "count", text: formatCount(item.share_count) }));
-    share.addEventListener("click", () => openShare(item));
+    share.addEventListener("click", () => openShare(item, { onNotInterested: () => this.go(1) }));
     const soundId = item.sound_id || item.original_sound_id;
     const sound = soundId
       ? h("a", { class: "rail-btn sound", href: `/sound/${encodeURIComponent(soundId)}`, "data-link": true,

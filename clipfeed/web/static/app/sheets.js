@@ -120,13 +120,29 @@ export function openComments(item, onCount) {
   return sheet;
 }
 
-export function openShare(item) {
+export function openShare(item, { onNotInterested } = {}) {
   const fallbackUrl = `${location.origin}/v/${encodeURIComponent(item.id)}`;
   const field = h("input", { type: "text", readonly: true, value: fallbackUrl, "aria-label": "Share link", class: "share-url" });
   const copy = h("button", { type: "button", class: "btn primary", text: "Copy link" });
   const open = h("a", { class: "btn", href: fallbackUrl, target: "_blank", rel: "noopener", text: "Open share page" });
-  const content = h("div", { class: "sheet-body share-body" }, field, h("div", { class: "row" }, copy, open));
+  const notInterested = onNotInterested && knownUser()
+    ? h("button", { type: "button", class: "btn not-interested", text: "Not interested" }) : null;
+  const content = h("div", { class: "sheet-body share-body" }, field, h("div", { class: "row" }, copy, open, notInterested));
   const sheet = openSheet("Share", content);
+  if (notInterested) {
+    notInterested.addEventListener("click", async () => {
+      notInterested.disabled = true;
+      try {
+        await api(`videos/${encodeURIComponent(item.id)}/not-interested`, { method: "POST" });
+        sheet.close();
+        toast("Got it: fewer videos like this.");
+        onNotInterested();
+      } catch (error) {
+        notInterested.disabled = false;
+        toast(error.status === 404 ? "This server doesn't take that feedback yet." : error.message, { error: true });
+      }
+    });
+  }
   let shareUrl = fallbackUrl;
   api(`videos/${encodeURIComponent(item.id)}/share`, { method: "POST", body: { channel: "link" } })
     .then((result) => {
