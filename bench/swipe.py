@@ -104,6 +104,12 @@ def clone_videos(data_dir: Path, source_id: str, count: int) -> list[str]:
     return ids
 
 
+def _thinned(rows: list, count: int) -> list:
+    """About `count` rows spread over the run, always ending with the last."""
+    picked = rows[:: max(1, len(rows) // count)]
+    return picked if picked[-1] is rows[-1] else picked + [rows[-1]]
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
@@ -229,7 +235,7 @@ def main() -> None:
     print_table(f"swipe: memory while swiping for {args.minutes:g} min ({swipes} swipes, {args.dwell:g} s per video)",
                 ["t (s)", "JS heap MB", "media MB (est.)", "total MB", "<video> elements", "DOM nodes"],
                 [[f"{t:.0f}", f"{m['heap'] / 1e6:.1f}", f"{m['media'] / 1e6:.1f}", f"{total:.1f}", m["videos"],
-                  int(m["nodes"])] for t, total, m in totals[:: max(1, len(totals) // 12)] + [totals[-1]]])
+                  int(m["nodes"])] for t, total, m in _thinned(totals, 12)])
     print_table("swipe: summary", ["measure", "result", "goal", "met"],
                 [["first frame p50 / p95 (preload)", f"{p50_on:.0f} / {p95_on:.0f} ms", f"<= {GOAL_FIRST_FRAME_MS} ms",
                   "yes" if p50_on <= GOAL_FIRST_FRAME_MS else "no"],
