@@ -109,7 +109,7 @@ export async function uploadPage(view) {
     if (!picked) return;
     file = picked;
     fileName.textContent = `${picked.name} · ${megabytes(picked.size)}`;
-    start.disabled = false;
+    start.disabled = Boolean(upload);
     errorBox.hidden = true;
   }
   fileInput.addEventListener("change", () => choose(fileInput.files[0]));
@@ -228,6 +228,9 @@ export async function uploadPage(view) {
       processing.hidden = true;
       processingText.textContent = "";
       fail(video.rejection_reason || (video.status === "failed" ? "Processing failed." : "This video was not accepted."));
+      barText.textContent = "Choose another file to try again.";
+      upload = null;
+      start.disabled = true;
       return;
     }
     if (video.urls && video.urls.hls) {
