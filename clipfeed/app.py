@@ -20,6 +20,7 @@ from clipfeed.events import EventBus
 from clipfeed.jobs import JobQueue
 from clipfeed.ratelimit import RateLimiter
 from clipfeed.storage import build_store
+from clipfeed.web.csp import ContentSecurityPolicyMiddleware
 
 log = logging.getLogger("clipfeed")
 
@@ -93,6 +94,7 @@ def create_app(settings: Settings | None = None, *, run_workers: bool | None = N
     app = FastAPI(title="clipfeed", version="0.1.0", lifespan=lifespan,
                   docs_url="/api/docs", openapi_url="/api/openapi.json")
     _install_error_handlers(app)
+    app.add_middleware(ContentSecurityPolicyMiddleware)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware, allow_origins=settings.cors_origins, allow_credentials=True,

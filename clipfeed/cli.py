@@ -95,19 +95,21 @@ def demo(
     load_demo(Settings(), server, clips=clips, force=force, console=console)
 
 
-@app.command()
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def bench(
+    ctx: typer.Context,
     name: str = typer.Argument("all", help=f"One of {', '.join(BENCHMARKS)} or all."),
     seconds: int = typer.Option(30, help="Length of the generated clip."),
 ) -> None:
-    """Run the benchmarks under bench/ (each prints a table with ratios to its baseline)."""
+    """Run the benchmarks under bench/ (each prints a table with ratios to its baseline); options
+    after the name go to the script, e.g. `clipfeed bench swipe --minutes 3`."""
     names = BENCHMARKS if name == "all" else (name,)
     for bench_name in names:
         script = BENCH_DIR / f"{bench_name}.py"
         if not script.exists():
             raise typer.BadParameter(f"no benchmark named {bench_name}")
         console.rule(bench_name)
-        code = subprocess.call([sys.executable, str(script), "--seconds", str(seconds)])
+        code = subprocess.call([sys.executable, str(script), "--seconds", str(seconds), *ctx.args])
         if code:
             raise typer.Exit(code)
 

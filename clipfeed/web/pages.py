@@ -1,4 +1,5 @@
-"""Server-rendered shells of the web client: the landing page and /watch/{video_id}.
+"""Server-rendered shells of the web client: the single-page app at / (and every client route),
+and /watch/{video_id}.
 
 Pages are static templates (string.Template, values HTML-escaped); all behaviour lives in
 /static/*.js and all styling in /static/*.css, so a strict Content-Security-Policy holds:
@@ -50,7 +51,13 @@ def _load(name: str) -> Template:
 
 _LAYOUT = _load("layout.html")
 _WATCH = _load("watch.html")
-_INDEX = _load("index.html")
+_APP = _load("app.html")
+
+# Paths the single-page app routes in the browser (static/app/main.js): the server answers each
+# with the same shell, so a reload or a shared link lands on the right page.
+APP_ROUTES = ("/", "/following", "/trending", "/login", "/signup", "/discover", "/upload", "/inbox",
+              "/analytics", "/analytics/{video_id}", "/u/{handle}", "/tag/{tag}", "/sound/{sound_id}",
+              "/video/{video_id}")
 
 
 def render(title: str, body: str, *, scripts: tuple[str, ...] = (), modules: tuple[str, ...] = ()) -> str:
@@ -63,9 +70,13 @@ def page(content: str, status: int = 200) -> HTMLResponse:
     return HTMLResponse(content, status_code=status, headers=PAGE_HEADERS)
 
 
-@router.get("/", response_class=HTMLResponse)
-async def index() -> HTMLResponse:
-    return page(render("clipfeed", _INDEX.substitute()))
+async def app_shell() -> HTMLResponse:
+    return page(render("clipfeed", _APP.substitute(), scripts=("/static/vendor/hls.min.js",),
+                       modules=("/static/app/main.js",)))
+
+
+for _path in APP_ROUTES:
+    router.add_api_route(_path, app_shell, methods=["GET"], response_class=HTMLResponse)
 
 
 @router.get("/watch/{video_id}", response_class=HTMLResponse)

@@ -1,0 +1,251 @@
+"""Swipe benchmark in Chromium (Debian's /usr/bin/chromium through Playwright).
+
+    python bench/swipe.py [--minutes 20] [--videos 40] [--swipes 20] [--dwell 0.6]
+    clipfeed bench swipe            (default 20 min soak)
+
+One demo clip goes through the real upload and ladder in a real `clipfeed serve`; its
+renditions are then copied under `--videos` video rows (distinct URLs, so nothing is shared in
+the browser's cache between videos). Then, on a 390x844 phone viewport:
+
+1. first frame after a swipe: time from the swipe to the first presented frame of the new
+   video (requestVideoFrameCallback, measured by the client), p50 / p95, with preloading on
+   (the default) and off (`?preload=0`), each in a fresh browser context. Bytes fetched per
+   video come from the DevTools network log (encoded bytes of /media responses).
+2. memory soak: swipes continuously (`--dwell` seconds per video after it plays) for
+   `--minutes`, sampling JS heap (CDP Performance.getMetrics JSHeapUsedSize) plus the media
+   held by the live <video> elements (buffered seconds x level bitrate) every 10 s; reports
+   the peak and the growth from the first-minute level to the last third.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench._harness import ServerProcess, print_table, register  # noqa: E402
+from clipfeed.config import Settings  # noqa: E402
+from clipfeed.db import Database, utcnow  # noqa: E402
+import clipfeed.db.models  # noqa: E402,F401 (every table, for the foreign keys)
+from clipfeed.media.ffmpeg import generate_demo_clip  # noqa: E402
+from clipfeed.media.models import Video  # noqa: E402
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--no-first-run", "--disable-sync", "--autoplay-policy=no-user-gesture-required",
+        "--enable-precise-memory-info"]
+GOAL_FIRST_FRAME_MS = 150
+GOAL_MEMORY_MB = 150
+
+PLAYING = """() => {
+  const card = document.querySelector('.pager .card[aria-hidden="false"]');
+  const v = card && card.querySelector('video');
+  return Boolean(v && v.videoWidth > 0 && v.currentTime > 0 && !v.paused) && card.dataset.id;
+}"""
+
+
+def upload_source(server: ServerProcess, tmp: Path) -> tuple[str, dict]:
+    token = register(server.url, "swipebench")
+    headers = {"Authorization": f"Bearer {token}"}
+    clip = generate_demo_clip(tmp / "source.mp4", width=720, height=1280, seconds=8, text="swipe")
+    with httpx.Client(base_url=server.url, headers=headers, timeout=120) as http:
+        with clip.open("rb") as handle:
+            created = http.post("/api/v1/videos/upload", data={"caption": "swipe bench #bench"},
+                                files={"file": ("source.mp4", handle, "video/mp4")})
+        created.raise_for_status()
+        video_id = created.json().get("id") or created.json()["video"]["id"]
+        deadline = time.monotonic() + 300
+        while True:
+            video = http.get(f"/api/v1/videos/{video_id}").json()
+            if video["status"] in ("rejected", "failed"):
+                raise RuntimeError(f"source clip was not accepted: {video}")
+            if video["status"] == "ready" and video["progress"] >= 100:
+                return video_id, video
+            if time.monotonic() > deadline:
+                raise RuntimeError("the source clip did not finish processing")
+            time.sleep(0.5)
+
+
+def clone_videos(data_dir: Path, source_id: str, count: int) -> list[str]:
+    """Copy the processed video's blobs and row under `count` new ids."""
+    settings = Settings(data_dir=data_dir)
+    blobs = data_dir / "blobs" / "videos"
+
+    async def work():
+        db = Database(settings, pooled=False)
+        ids = []
+        try:
+            async with db.transaction() as session:
+                source = await session.get(Video, source_id)
+                for i in range(count):
+                    video = Video(owner_id=source.owner_id, status="ready", visibility="public",
+                                  caption=f"bench clip {i} #bench", duration_ms=source.duration_ms,
+                                  width=source.width, height=source.height, fps=source.fps, progress=100.0,
+                                  renditions=source.renditions, artifacts=source.artifacts, features={},
+                                  published_at=utcnow())
+                    session.add(video)
+                    await session.flush()
+                    ids.append(video.id)
+        finally:
+            await db.dispose()
+        return ids
+
+    ids = asyncio.run(work())
+    for video_id in ids:
+        shutil.copytree(blobs / source_id, blobs / video_id)
+    return ids
+
+
+def _thinned(rows: list, count: int) -> list:
+    """About `count` rows spread over the run, always ending with the last."""
+    picked = rows[:: max(1, len(rows) // count)]
+    return picked if picked[-1] is rows[-1] else picked + [rows[-1]]
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+class Session:
+    def __init__(self, browser, url: str, preload: bool):
+        self.context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+        self.page = self.context.new_page()
+        self.page.set_default_timeout(30_000)
+        self.errors: list[str] = []
+        self.page.on("pageerror", lambda exc: self.errors.append(str(exc)))
+        self.page.on("console", lambda msg: msg.type == "error" and self.errors.append(msg.text))
+        self.cdp = self.context.new_cdp_session(self.page)
+        self.cdp.send("Network.enable")
+        self.cdp.send("Performance.enable")
+        self.urls: dict[str, str] = {}
+        self.media_bytes = 0
+        self.cdp.on("Network.requestWillBeSent", lambda e: self.urls.__setitem__(e["requestId"], e["request"]["url"]))
+        self.cdp.on("Network.loadingFinished", self._finished)
+        self.page.goto(f"{url}/?preload={'1' if preload else '0'}")
+        self.page.wait_for_function(PLAYING)
+
+    def _finished(self, event) -> None:
+        if "/media/" in self.urls.pop(event["requestId"], ""):
+            self.media_bytes += int(event.get("encodedDataLength") or 0)
+
+    def swipe(self, dwell: float) -> None:
+        before = self.page.evaluate("document.querySelector('.pager .card[aria-hidden=\"false\"]').dataset.id")
+        self.page.keyboard.press("ArrowDown")
+        try:
+            self.page.wait_for_function(f"b => {{ const id = ({PLAYING})(); return id && id !== b; }}", arg=before)
+        except Exception:
+            state = self.page.evaluate("""() => [...document.querySelectorAll('.pager .card')].map(c => {
+                const v = c.querySelector('video');
+                return {id: c.dataset.id, hidden: c.getAttribute('aria-hidden'), t: v && v.currentTime,
+                        paused: v && v.paused, ready: v && v.readyState, w: v && v.videoWidth,
+                        err: c.querySelector('.card-error').textContent}; })""")
+            raise RuntimeError(f"no video started playing after a swipe from {before}: {state}; "
+                               f"page errors: {self.errors[-5:]}") from None
+        self.page.wait_for_timeout(dwell * 1000)  # watching: the pace of the benchmark, not a sync
+
+    def first_frames(self) -> list[float]:
+        return [f["ms"] for f in self.page.evaluate("window.__clipfeed.firstFrames")]
+
+    def memory(self) -> dict:
+        metrics = {m["name"]: m["value"] for m in self.cdp.send("Performance.getMetrics")["metrics"]}
+        media = self.page.evaluate("window.__clipfeed.mediaBytes()")
+        return {"heap": metrics.get("JSHeapUsedSize", 0), "media": media["bytes"], "videos": media["elements"],
+                "nodes": metrics.get("Nodes", 0)}
+
+    def close(self) -> None:
+        self.context.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--minutes", type=float, default=20.0, help="memory soak duration")
+    parser.add_argument("--videos", type=int, default=40, help="distinct videos in the feed")
+    parser.add_argument("--swipes", type=int, default=20, help="swipes per first-frame measurement")
+    parser.add_argument("--dwell", type=float, default=0.6, help="seconds watched per video before the next swipe")
+    parser.add_argument("--seconds", type=int, default=0, help="ignored (shared CLI flag)")
+    args = parser.parse_args()
+
+    from playwright.sync_api import sync_playwright
+
+    with tempfile.TemporaryDirectory(prefix="clipfeed-swipe-") as tmp_name:
+        tmp = Path(tmp_name)
+        server = ServerProcess(tmp / "data", workers=True)
+        try:
+            source_id, source = upload_source(server, tmp)
+            ids = clone_videos(tmp / "data", source_id, args.videos)
+            rungs = ", ".join(r["name"] for r in source["renditions"])
+            print(f"feed: {len(ids)} copies of one {source['duration_ms'] / 1000:.0f} s clip ({rungs})")
+            with sync_playwright() as playwright:
+                browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+                results = {}
+                for preload in (True, False):
+                    session = Session(browser, server.url, preload)
+                    session.page.wait_for_timeout(1500)  # let the first page settle, as a person would
+                    start_bytes = session.media_bytes
+                    for _ in range(args.swipes):
+                        session.swipe(args.dwell + 0.4)
+                    frames = session.first_frames()
+                    results[preload] = {"frames": frames,
+                                        "bytes_per_video": (session.media_bytes - start_bytes) / args.swipes}
+                    session.close()
+
+                soak = Session(browser, server.url, True)
+                samples = []
+                started = time.monotonic()
+                next_sample = started
+                swipes = 0
+                while time.monotonic() - started < args.minutes * 60:
+                    soak.swipe(args.dwell)
+                    swipes += 1
+                    if time.monotonic() >= next_sample:
+                        samples.append((time.monotonic() - started, soak.memory()))
+                        next_sample += 10
+                samples.append((time.monotonic() - started, soak.memory()))
+                soak_frames = soak.first_frames()
+                soak.close()
+                browser.close()
+        finally:
+            server.stop()
+
+    on, off = results[True]["frames"], results[False]["frames"]
+    p50_on, p95_on, p50_off, p95_off = (percentile(on, 0.5), percentile(on, 0.95), percentile(off, 0.5),
+                                        percentile(off, 0.95))
+    totals = [(t, (m["heap"] + m["media"]) / 1e6, m) for t, m in samples]
+    peak = max(total for _, total, _ in totals)
+    warm = [total for t, total, _ in totals if t >= min(60, args.minutes * 60 / 3)] or [totals[-1][1]]
+    first_level = statistics.mean(warm[: max(1, len(warm) // 3)])
+    last_level = statistics.mean(warm[-max(1, len(warm) // 3):])
+    print_table("swipe: first frame after a swipe (390x844, Chromium)",
+                ["measure", "preload on (5 ahead)", "preload off", "ratio off/on", "goal"],
+                [["first frame p50", f"{p50_on:.0f} ms", f"{p50_off:.0f} ms", f"{p50_off / max(p50_on, 0.1):.1f}x",
+                  f"<= {GOAL_FIRST_FRAME_MS} ms with preload"],
+                 ["first frame p95", f"{p95_on:.0f} ms", f"{p95_off:.0f} ms", f"{p95_off / max(p95_on, 0.1):.1f}x", ""],
+                 ["swipes measured", len(on), len(off), "", ""],
+                 ["bytes fetched per video", f"{results[True]['bytes_per_video'] / 1e3:.0f} kB",
+                  f"{results[False]['bytes_per_video'] / 1e3:.0f} kB", "", "reported"]])
+    print_table(f"swipe: memory while swiping for {args.minutes:g} min ({swipes} swipes, {args.dwell:g} s per video)",
+                ["t (s)", "JS heap MB", "media MB (est.)", "total MB", "<video> elements", "DOM nodes"],
+                [[f"{t:.0f}", f"{m['heap'] / 1e6:.1f}", f"{m['media'] / 1e6:.1f}", f"{total:.1f}", m["videos"],
+                  int(m["nodes"])] for t, total, m in _thinned(totals, 12)])
+    print_table("swipe: summary", ["measure", "result", "goal", "met"],
+                [["first frame p50 / p95 (preload)", f"{p50_on:.0f} / {p95_on:.0f} ms", f"<= {GOAL_FIRST_FRAME_MS} ms",
+                  "yes" if p50_on <= GOAL_FIRST_FRAME_MS else "no"],
+                 ["soak first-frame p50 / p95", f"{percentile(soak_frames, .5):.0f} / {percentile(soak_frames, .95):.0f} ms",
+                  "", ""],
+                 ["peak JS heap + media", f"{peak:.1f} MB", f"<= {GOAL_MEMORY_MB} MB", "yes" if peak <= GOAL_MEMORY_MB else "no"],
+                 ["growth after warm-up (last third vs first third)", f"{last_level - first_level:+.1f} MB",
+                  "flat", "yes" if last_level - first_level <= 5 else "no"],
+                 ["max <video> elements", max(m["videos"] for _, _, m in totals), "<= 3", ""]])
+
+
+if __name__ == "__main__":
+    main()

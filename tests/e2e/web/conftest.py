@@ -1,0 +1,113 @@
+"""Fixtures for the web client's browser suite: Debian's chromium through Playwright, a page
+that records console errors and CSP violations, and feed videos seeded in bulk (one packaged
+HLS clip copied under many video rows, so seeding costs no transcoding)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import IN_CI
+from tests.e2e.test_watch_browser import RENDITIONS, publish_fixture_hls, sample_media  # noqa: F401 (fixture)
+from tests.feed.factories import make_user, make_video
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--no-first-run", "--disable-sync", "--autoplay-policy=no-user-gesture-required"]
+ROOT = Path(__file__).resolve().parents[3]
+ARTIFACTS = ROOT / "test-artifacts" / "web"
+VENDOR = ROOT / "clipfeed" / "web" / "static" / "vendor"
+
+
+@pytest.fixture
+def browser(live_server):
+    # After live_server on purpose: Playwright's sync API keeps an event loop running on this
+    # thread, so fixtures that call asyncio.run() must be set up before it starts.
+    if not os.access(CHROMIUM, os.X_OK):
+        if IN_CI:
+            pytest.fail(f"{CHROMIUM} is missing (make chromium installs Debian's package)")
+        pytest.skip(f"{CHROMIUM} is missing: apt-get install chromium")
+    for name in ("hls.min.js", "tus.min.js"):
+        if not (VENDOR / name).exists():
+            pytest.fail(f"clipfeed/web/static/vendor/{name} is missing: run `make web`")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        instance = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield instance
+        finally:
+            instance.close()
+
+
+class Tab:
+    """One browser context + page; console errors, page errors and CSP violations recorded."""
+
+    def __init__(self, browser, server, *, mobile: bool = True, token: str | None = None):
+        options = dict(viewport={"width": 390, "height": 844}, device_scale_factor=1, is_mobile=True, has_touch=True) \
+            if mobile else dict(viewport={"width": 1280, "height": 800})
+        self.context = browser.new_context(**options)
+        if token:
+            self.context.add_cookies([{"name": "clipfeed_session", "value": token, "url": server.url}])
+        self.page = self.context.new_page()
+        self.page.set_default_timeout(30_000)
+        self.errors: list[str] = []
+        self.page.on("console", lambda msg: msg.type == "error" and self.errors.append(msg.text))
+        self.page.on("pageerror", lambda exc: self.errors.append(f"pageerror: {exc}"))
+        self.server = server
+
+    def goto(self, path: str):
+        self.page.goto(self.server.url + path)
+        return self.page
+
+    def csp_violations(self) -> list[str]:
+        return [e for e in self.errors if "Content Security Policy" in e or "Refused to" in e]
+
+    def shot(self, name: str) -> None:
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        self.page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+
+    def close(self):
+        self.context.close()
+
+
+@pytest.fixture
+def tabs(browser, live_server):
+    made: list[Tab] = []
+
+    def make(**kwargs) -> Tab:
+        made.append(Tab(browser, live_server, **kwargs))
+        return made[-1]
+
+    yield make
+    for tab in made:
+        tab.close()
+
+
+class Seeded(list):
+    """Video ids, with `owners`: user id -> the factory's user (id, handle, token, headers)."""
+
+    owners: dict
+
+
+def seed_feed(server, sample_media, count: int, *, creators: int = 3) -> Seeded:
+    """`count` ready public videos by `creators` users, all playing the same packaged clip."""
+    owners = [make_user(server.settings, display_name=f"Creator {i}") for i in range(creators)]
+    ids = Seeded()
+    ids.owners = {owner["id"]: owner for owner in owners}
+    for i in range(count):
+        video_id = make_video(server.settings, owners[i % creators]["id"], caption=f"clip {i} #seeded",
+                              duration_ms=4000, width=360, height=640, renditions=RENDITIONS,
+                              artifacts={"files": ["poster.jpg"]})
+        publish_fixture_hls(server, video_id, sample_media)
+        ids.append(video_id)
+    return ids
+
+
+CURRENT_PLAYS = """() => {
+  const card = document.querySelector('.pager .card[aria-hidden="false"]');
+  const v = card && card.querySelector('video');
+  return Boolean(v && v.videoWidth > 0 && v.currentTime > 0.25 && !v.paused) && card.dataset.id;
+}"""

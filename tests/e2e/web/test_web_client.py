@@ -1,0 +1,308 @@
+"""The web client end to end in Debian's chromium: a person signs up, uploads through the page,
+watches it play, finds it on the profile, likes, comments and follows through the UI, swipes a
+feed of ten videos; uploads resume after a reload and rejections show the server's reason."""
+
+from __future__ import annotations
+
+import re
+from html.parser import HTMLParser
+
+import pytest
+
+from tests.conftest import register
+from tests.e2e.web.conftest import CURRENT_PLAYS, seed_feed
+from tests.mediagen import ffmpeg, make_clip, random_bytes
+
+APP_PATHS = ["/", "/following", "/trending", "/login", "/signup", "/discover", "/upload", "/inbox", "/analytics",
+             "/analytics/abc", "/u/someone", "/tag/cats", "/sound/abc", "/video/abc"]
+
+
+class _Audit(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.problems: list[str] = []
+        self.scripts: list[str] = []
+        self._in_script = False
+
+    def handle_starttag(self, tag, attrs):
+        names = {name.lower() for name, _ in attrs}
+        if "style" in names or tag == "style":
+            self.problems.append(f"inline style on <{tag}>")
+        self.problems += [f"inline handler {n} on <{tag}>" for n in names if n.startswith("on")]
+        if tag == "script":
+            self.scripts.append(dict(attrs).get("src") or "")
+            self._in_script = True
+
+    def handle_endtag(self, tag):
+        self._in_script = self._in_script and tag != "script"
+
+    def handle_data(self, data):
+        if self._in_script and data.strip():
+            self.problems.append("inline script")
+
+
+def test_client_routes_serve_the_app_shell_under_a_strict_csp(client):
+    for path in APP_PATHS:
+        response = client.get(path)
+        assert response.status_code == 200, path
+        csp = response.headers["content-security-policy"]
+        directives = {d.split()[0]: d.split()[1:] for d in (p.strip() for p in csp.split(";")) if d}
+        assert directives["script-src"] == ["'self'"] and directives["style-src"] == ["'self'"], csp
+        assert "blob:" in directives["worker-src"] and "blob:" in directives["media-src"], csp
+        assert "'unsafe-inline'" not in csp and "'unsafe-eval'" not in csp
+        audit = _Audit()
+        audit.feed(response.text)
+        assert audit.problems == [], (path, audit.problems)
+        assert "/static/app/main.js" in audit.scripts
+    for module in ("main", "api", "dom", "feeds", "pager", "playback", "sheets", "pages", "upload", "analytics"):
+        asset = client.get(f"/static/app/{module}.js")
+        assert asset.status_code == 200 and "javascript" in asset.headers["content-type"], module
+    # The middleware gives HTML from any router a policy; JSON is left alone.
+    assert "content-security-policy" not in client.get("/healthz").headers
+
+
+def _current(page) -> str:
+    return page.evaluate("() => document.querySelector('.pager .card[aria-hidden=\"false\"]').dataset.id")
+
+
+@pytest.fixture
+def clips(tmp_path):
+    small = make_clip(tmp_path / "my first clip.mp4", width=360, height=640, seconds=3)
+    # > 2 tus chunks (8 MB each): noisy frames at a high quality compress badly on purpose.
+    big = tmp_path / "long take.mp4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=s=480x854:r=30,noise=alls=40:allf=t", "-f", "lavfi", "-i",
+           "sine=frequency=440:sample_rate=48000", "-t", "3", "-map", "0:v", "-map", "1:a", "-c:a", "aac",
+           "-c:v", "libx264", "-preset", "ultrafast", "-crf", "23", "-pix_fmt", "yuv420p", "-g", "30",
+           "-movflags", "+faststart", str(big))
+    assert big.stat().st_size > 2 * 8 * 1024 * 1024
+    not_video = random_bytes(tmp_path / "holiday.mp4", size=200_000)
+    return {"small": small, "big": big, "not_video": not_video}
+
+
+@pytest.fixture
+def feed(live_server, sample_media):
+    return seed_feed(live_server, sample_media, 10)
+
+
+def _signup(tab, handle: str) -> None:
+    page = tab.goto("/signup")
+    page.fill("#auth-handle", handle)
+    page.fill("#auth-password", "correct horse 42")
+    page.fill("#auth-name", "Web Tester")
+    page.click("button[type=submit]")
+    page.wait_for_url(re.compile(r"/$"))
+    page.wait_for_function("() => document.querySelector('.nav-item[aria-label=\"Your profile\"]')")
+
+
+@pytest.mark.browser
+def test_signup_upload_watch_profile_like_comment_follow(live_server, client, clips, feed, tabs):
+    tab = tabs()
+    page = tab.page
+    handle = f"web{feed[0][-6:].lower()}"
+    _signup(tab, handle)
+    me = client.get(f"/api/v1/users/by-handle/{handle}").json()
+
+    # Upload through the page.
+    page.click("a[aria-label=Upload]")
+    page.wait_for_selector("#upload-file", state="attached")
+    page.set_input_files("#upload-file", str(clips["small"]))
+    page.fill("#upload-caption", "First upload #webtest")
+    tab.shot("upload-form")
+    page.click("#upload-start")
+    page.wait_for_function("() => document.getElementById('upload-progress').value >= 100")
+    page.wait_for_function(CURRENT_PLAYS, timeout=120_000)
+    state = page.evaluate("""() => { const v = document.querySelector('.upload-preview video');
+        return {w: v.videoWidth, h: v.videoHeight, t: v.currentTime, muted: v.muted, loop: v.loop}; }""")
+    assert state["w"] > 0 and state["h"] > state["w"] and state["muted"] and state["loop"], state
+    start = state["t"]
+    page.wait_for_function("t => document.querySelector('.upload-preview video').currentTime > t + 0.3", arg=start)
+    tab.shot("upload-playing")
+    uploaded = client.get(f"/api/v1/users/{me['id']}/videos").json()["items"]
+    assert [v["caption"] for v in uploaded] == ["First upload #webtest"]
+
+    # On the profile.
+    page.click("a[aria-label='Your profile']")
+    page.wait_for_selector(f".grid .tile[data-id='{uploaded[0]['id']}']")
+    assert "Web Tester" in page.locator(".profile-name").inner_text()
+    tab.shot("profile")
+
+    # The feed: like (button), comment (sheet), follow (rail) through the UI, checked via the API.
+    page.click("a[aria-label=Home]")
+    page.wait_for_function(CURRENT_PLAYS)
+    creator_id = client.get(f"/api/v1/videos/{feed[0]}").json()["owner_id"]
+    by_creator = {v for v in feed if client.get(f"/api/v1/videos/{v}").json()["owner_id"] == creator_id}
+    for _ in range(len(feed) + 2):
+        if _current(page) in by_creator:
+            break
+        page.keyboard.press("ArrowDown")
+        page.wait_for_function(CURRENT_PLAYS)
+    video_id = _current(page)
+    assert video_id in by_creator
+    card = page.locator(f".card[data-id='{video_id}']")
+    card.locator("button.like").click()
+    page.wait_for_function(f"() => document.querySelector(\".card[data-id='{video_id}'] button.like\").getAttribute('aria-pressed') === 'true'")
+    auth = {"Cookie": f"clipfeed_session={page.context.cookies()[0]['value']}"}
+    assert client.get(f"/api/v1/videos/{video_id}", headers=auth).json()["liked"] is True
+
+    card.locator("button.comments").click()
+    page.fill(".comment-form input", "Nice clip! #wow")
+    page.click(".comment-form button[type=submit]")
+    page.wait_for_selector(".comments .comment-text:text('Nice clip! #wow')")
+    tab.shot("comments-sheet")
+    comments = client.get(f"/api/v1/videos/{video_id}/comments").json()["items"]
+    assert [c["text"] for c in comments] == ["Nice clip! #wow"] and comments[0]["author"]["handle"] == handle
+    page.keyboard.press("Escape")
+    page.wait_for_selector(".sheet-backdrop", state="detached")
+
+    card.locator(".follow-badge").click()
+    page.wait_for_function(f"() => document.querySelector(\".card[data-id='{video_id}'] .follow-badge\").hidden")
+    assert client.get(f"/api/v1/users/{creator_id}/profile", headers=auth).json()["is_following"] is True
+    tab.shot("feed-after-follow")
+    assert tab.csp_violations() == [], tab.errors
+
+
+def _swipe_up(page, cdp) -> None:
+    """A real touch gesture through the Chrome DevTools Protocol (Playwright has only tap)."""
+    for kind, y in (("touchStart", 600), ("touchMove", 450), ("touchMove", 300), ("touchEnd", None)):
+        points = [] if y is None else [{"x": 200, "y": y}]
+        cdp.send("Input.dispatchTouchEvent", {"type": kind, "touchPoints": points})
+
+
+@pytest.mark.browser
+def test_swiping_ten_feed_videos_each_plays_with_at_most_three_video_elements(live_server, feed, tabs):
+    tab = tabs()
+    page = tab.goto("/")
+    cdp = page.context.new_cdp_session(page)
+    first = page.wait_for_function(CURRENT_PLAYS).json_value()
+    # No For You endpoint yet (or failing): the client falls back to Trending, never an error.
+    source = page.evaluate("document.getElementById('view').dataset.source")
+    assert source in ("for-you", "trending")
+    tab.shot("feed-first")
+    seen = [first]
+    max_videos = page.evaluate("document.querySelectorAll('video').length")
+    for step in range(9):
+        if step % 3 == 0:
+            _swipe_up(page, cdp)
+        elif step % 3 == 1:
+            page.mouse.move(200, 400)
+            page.mouse.wheel(0, 120)
+        else:
+            page.keyboard.press("ArrowDown")
+        page.wait_for_function(f"seen => {{ const id = ({CURRENT_PLAYS})(); return id && !seen.includes(id) && id; }}",
+                               arg=seen)
+        seen.append(page.evaluate("document.querySelector('.card[aria-hidden=\"false\"]').dataset.id"))
+        max_videos = max(max_videos, page.evaluate("document.querySelectorAll('video').length"))
+        if step == 4:
+            tab.shot("feed-swiped")
+    assert sorted(seen) == sorted(feed), (seen, feed)
+    assert max_videos <= 3, max_videos
+    frames = page.evaluate("window.__clipfeed.firstFrames")
+    assert len(frames) >= 9 and all(f["preload"] for f in frames), frames
+    # Leaving a video reports the view (sendBeacon): each swiped-away video got one.
+    views = page.evaluate("window.__clipfeed.views")
+    assert {v["id"] for v in views} >= set(seen[:-1]), views
+    assert all(v["watch_ms"] > 0 for v in views)
+    assert tab.csp_violations() == [], tab.errors
+    assert [e for e in tab.errors if "pageerror" in e] == [], tab.errors
+
+
+@pytest.fixture
+def uploader(live_server, client):
+    return register(client)
+
+
+@pytest.mark.browser
+def test_reload_mid_upload_resumes_from_the_server_offset(live_server, client, clips, uploader, tabs):
+    tab = tabs(token=uploader["token"])
+    page = tab.page
+    held = []
+    passed = []
+
+    def hold_second_patch(route):
+        # Let the first 8 MB chunk through, then hold the next one so a reload happens mid-upload.
+        if route.request.method == "PATCH":
+            if passed:
+                held.append(route)
+                return
+            passed.append(route.request.url)
+        route.continue_()
+
+    patches: list[int] = []
+    page.on("request", lambda r: r.method == "PATCH" and "/api/v1/uploads/" in r.url
+            and patches.append(int(r.headers.get("upload-offset", "-1"))))
+    tab.goto("/upload")
+    page.route("**/api/v1/uploads/*", hold_second_patch)
+    page.set_input_files("#upload-file", str(clips["big"]))
+    page.fill("#upload-caption", "resumable #big")
+    page.click("#upload-start")
+    page.wait_for_function("() => { const v = document.getElementById('upload-progress').value; return v > 0 && v < 100; }")
+    tab.shot("upload-mid")
+    progress_before = page.evaluate("document.getElementById('upload-progress').value")
+    assert 0 < progress_before < 100
+    page.unroute("**/api/v1/uploads/*")
+    patches.clear()
+
+    page.reload()
+    page.wait_for_selector("#upload-resume:not([hidden])")
+    tab.shot("upload-resume-offer")
+    page.set_input_files("#upload-file", str(clips["big"]))
+    page.click("#upload-start")
+    page.wait_for_function("() => document.getElementById('upload-progress').value >= 100", timeout=60_000)
+    assert patches and patches[0] >= 8 * 1024 * 1024, patches  # resumed, not restarted
+    videos = client.get(f"/api/v1/users/{uploader['user']['id']}/videos", headers=uploader["headers"]).json()["items"]
+    assert [v["caption"] for v in videos] == ["resumable #big"]
+    assert videos[0]["status"] in ("processing", "ready", "uploaded", "queued"), videos[0]
+    for route in held:
+        try:
+            route.abort()
+        except Exception:  # noqa: BLE001 - the page that made it is gone
+            pass
+
+
+@pytest.mark.browser
+def test_rejected_upload_shows_the_servers_reason(live_server, client, clips, uploader, tabs):
+    tab = tabs(token=uploader["token"], mobile=False)
+    page = tab.goto("/upload")
+    page.set_input_files("#upload-file", str(clips["not_video"]))
+    page.click("#upload-start")
+    page.wait_for_selector("#upload-error:not([hidden])", timeout=60_000)
+    shown = page.locator("#upload-error").inner_text()
+    videos = client.get(f"/api/v1/users/{uploader['user']['id']}/videos", headers=uploader["headers"]).json()["items"]
+    assert videos and videos[0]["status"] == "rejected", videos
+    assert shown == videos[0]["rejection_reason"], (shown, videos[0])
+    tab.shot("upload-rejected-desktop")
+
+
+@pytest.fixture
+def fan(live_server, client):
+    return register(client)
+
+
+@pytest.mark.browser
+def test_live_badge_search_as_you_type_and_analytics_charts(live_server, client, feed, fan, tabs):
+    owner_id = client.get(f"/api/v1/videos/{feed[0]}").json()["owner_id"]
+    owner = client.get(f"/api/v1/users/{owner_id}/profile").json()
+    tab = tabs(mobile=False)
+    page = tab.goto("/discover")
+    page.wait_for_selector("#search")
+    page.type("#search", "clip 3", delay=40)  # typed, not submitted: results as you type
+    page.wait_for_selector(".search-results .grid .tile")
+    assert page.locator(".search-results .tile").count() >= 1
+    assert "/discover?q=clip" in page.url
+    page.wait_for_function("() => document.querySelectorAll('.search-results .tile').length >= 1")
+    tab.shot("discover-search-desktop")
+
+    # A follow by someone else arrives over SSE and lights the badge without a reload.
+    tab.context.add_cookies([{"name": "clipfeed_session", "value": feed.owners[owner_id]["token"],
+                              "url": live_server.url}])
+    page = tab.goto("/analytics")
+    page.wait_for_selector("svg.chart")
+    page.wait_for_function("() => document.querySelector('.nav-item.inbox .badge') !== null")
+    before = page.evaluate("Number(document.querySelector('.badge').textContent || 0)")
+    followed = client.post(f"/api/v1/users/{owner_id}/follow", headers=fan["headers"])
+    assert followed.status_code == 200, followed.text
+    page.wait_for_function("n => Number(document.querySelector('.badge').textContent || 0) > n", arg=before)
+    tab.shot("analytics-desktop")
+    page.click("a[aria-label=Inbox]")
+    page.wait_for_selector(f".notifications a:text('@{fan['user']['handle']}')")
+    page.wait_for_function("() => document.querySelector('.badge').hidden")
