@@ -44,7 +44,7 @@ from clipfeed.feed import events as feed_events
 from clipfeed.feed import trending
 from clipfeed.feed.feature_store import FeatureStore, VideoCounters, deployment_key, feature_store, load_user
 from clipfeed.feed.models import Impression, NotInterested
-from clipfeed.feed.reranking import Ranked, _fits, diversify, visible_ids
+from clipfeed.feed.reranking import Ranked, fits_creator_rules, diversify, visible_ids
 from clipfeed.feed.sources import Catalog, CatalogCache, SourceContext, build_sources, run_sources
 from clipfeed.media import service as media
 from clipfeed.social.models import Block, Follow
@@ -304,7 +304,7 @@ class ForYouEngine:
                   for i, (vid, meta) in enumerate(zip(ids, metas))]
         ranked.sort(key=lambda r: (-r.score, r.video_id))
         ranked = _reserve_exploration(ranked, settings.feed_exploration_share, settings.feed_queue_size)
-        return diversify(ranked, previous_creators=list(previous_creators))[:settings.feed_queue_size], mode, dropped
+        return diversify(ranked, previous_creators=list(previous_creators), limit=settings.feed_queue_size), mode, dropped
 
     async def refill(self, session: AsyncSession, db, viewer: User, queue: UserQueue, region: str) -> None:
         items, mode, dropped = await self.rank(session, db, viewer, region=region,
@@ -374,7 +374,7 @@ class ForYouEngine:
                 if video is None:
                     taken.add(item.video_id)  # hidden since it was ranked: gone for good
                     continue
-                if not _fits(item, history):
+                if not fits_creator_rules(item, history):
                     continue  # stays queued for a later slot
                 picked.append((item, video))
                 history.append(item.creator_id)
@@ -391,7 +391,7 @@ class ForYouEngine:
                 history = list(queue.served_creators)
                 kept = []
                 for item, video in picked:
-                    if item.video_id in fresh and _fits(item, history):
+                    if item.video_id in fresh and fits_creator_rules(item, history):
                         kept.append((item, video))
                         history.append(item.creator_id)
                 picked = kept

@@ -14,6 +14,7 @@ then ``visible_ids`` against the database at serving time (the rules of
 
 from __future__ import annotations
 
+from collections import Counter, deque
 from dataclasses import dataclass, field
 
 from sqlalchemy import select
@@ -38,36 +39,55 @@ class Ranked:
     parts: dict[str, float] = field(default_factory=dict)
 
 
-def _fits(item: Ranked, history: list[Ranked | str]) -> bool:
+def fits_creator_rules(item: Ranked, history: list[Ranked | str]) -> bool:
     creators = [h if isinstance(h, str) else h.creator_id for h in history[-(WINDOW - 1):]]
     if creators and creators[-1] == item.creator_id:
         return False
     return creators.count(item.creator_id) < MAX_PER_WINDOW
 
 
-def _spread_ok(item: Ranked, history: list) -> bool:
-    if not item.hashtags:
-        return True
-    recent = [h for h in history[-(WINDOW - 1):] if not isinstance(h, str)]
-    for tag in item.hashtags:
-        if sum(tag in h.hashtags for h in recent) >= MAX_TAG_PER_WINDOW:
+class _Window:
+    """Creators and hashtags of the last WINDOW - 1 placed items, with counts (O(1) checks)."""
+
+    def __init__(self, history: list[Ranked | str]):
+        self.items: deque[tuple[str, tuple[str, ...]]] = deque()
+        self.creators: Counter[str] = Counter()
+        self.tags: Counter[str] = Counter()
+        for entry in history[-(WINDOW - 1):]:
+            self.push(entry if isinstance(entry, str) else entry.creator_id,
+                      () if isinstance(entry, str) else entry.hashtags)
+
+    def push(self, creator: str, hashtags: tuple[str, ...]) -> None:
+        self.items.append((creator, hashtags))
+        self.creators[creator] += 1
+        self.tags.update(hashtags)
+        if len(self.items) > WINDOW - 1:
+            old_creator, old_tags = self.items.popleft()
+            self.creators[old_creator] -= 1
+            self.tags.subtract(old_tags)
+
+    def fits(self, item: Ranked) -> bool:
+        if self.items and self.items[-1][0] == item.creator_id:
             return False
-    return True
+        return self.creators[item.creator_id] < MAX_PER_WINDOW
+
+    def spread_ok(self, item: Ranked) -> bool:
+        return all(self.tags[tag] < MAX_TAG_PER_WINDOW for tag in item.hashtags)
 
 
-def diversify(items: list[Ranked], *, previous_creators: list[str] = ()) -> list[Ranked]:
-    """Reorder best-first `items` under the rules; items that cannot be placed are dropped
-    (the next refill brings other creators)."""
+def diversify(items: list[Ranked], *, previous_creators: list[str] = (), limit: int | None = None) -> list[Ranked]:
+    """Reorder best-first `items` under the rules (at most `limit` of them); items that cannot
+    be placed are dropped (the next refill brings other creators)."""
     remaining = list(items)
-    history: list[Ranked | str] = list(previous_creators)[-(WINDOW - 1):]
+    window = _Window(list(previous_creators))
     out: list[Ranked] = []
-    while remaining:
-        chosen = None
-        fallback = None
+    limit = len(items) if limit is None else limit
+    while remaining and len(out) < limit:
+        chosen = fallback = None
         for index, item in enumerate(remaining[:LOOKAHEAD]):
-            if not _fits(item, history):
+            if not window.fits(item):
                 continue
-            if _spread_ok(item, history):
+            if window.spread_ok(item):
                 chosen = index
                 break
             if fallback is None:
@@ -78,7 +98,7 @@ def diversify(items: list[Ranked], *, previous_creators: list[str] = ()) -> list
             break
         item = remaining.pop(chosen)
         out.append(item)
-        history.append(item)
+        window.push(item.creator_id, item.hashtags)
     return out
 
 

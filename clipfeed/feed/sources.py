@@ -239,8 +239,9 @@ class FollowingSource(_Base):
 
     async def candidates(self, ctx: SourceContext) -> list[Candidate]:
         scored = []
+        per_creator = max(3, 4 * ctx.k // max(1, len(ctx.follows)))  # many follows: the newest few each
         for creator in ctx.follows:
-            for video_id in ctx.catalog.by_creator.get(creator, ()):
+            for video_id in ctx.catalog.by_creator.get(creator, ())[:per_creator]:
                 scored.append((video_id, 0.2 + _recency(ctx, video_id)))
         return _take(ctx, scored, self.name)
 
@@ -273,9 +274,9 @@ class AffinitySource(_Base):
             scored += [(vid, value * (0.5 + _recency(ctx, vid))) for vid in ctx.catalog.by_creator.get(creator, ())]
         for tag, value in top(ctx.hashtag_affinity, self.TOP_TAGS):
             ids = ctx.catalog.by_tag.get(tag, ())
-            scored += [(vid, value * (0.5 + _recency(ctx, vid))) for vid in ids[:ctx.k]]
+            scored += [(vid, value * (0.5 + _recency(ctx, vid))) for vid in ids[:max(10, ctx.k // 3)]]
         for sound, value in top(ctx.sound_affinity, self.TOP_SOUNDS):
-            scored += [(vid, value * (0.5 + _recency(ctx, vid))) for vid in ctx.catalog.by_sound.get(sound, ())[:ctx.k]]
+            scored += [(vid, value * (0.5 + _recency(ctx, vid))) for vid in ctx.catalog.by_sound.get(sound, ())[:max(10, ctx.k // 4)]]
         return _take(ctx, scored, self.name)
 
 
@@ -286,9 +287,11 @@ class ExplorationSource(_Base):
     name = "exploration"
 
     async def candidates(self, ctx: SourceContext) -> list[Candidate]:
-        fresh = [vid for vid in ctx.catalog.fresh if ctx.allowed(vid)]
         rng = random.Random(f"{ctx.seed}:{ctx.user_id}:{int(ctx.now // 3600)}")
-        picked = rng.sample(fresh, min(len(fresh), ctx.k))
+        pool = ctx.catalog.fresh
+        # Sample first, then filter: the fresh pool can hold tens of thousands of ids.
+        sampled = rng.sample(pool, min(len(pool), 4 * ctx.k))
+        picked = [vid for vid in sampled if ctx.allowed(vid)][:ctx.k]
         return _take(ctx, ((vid, 1.0 / (1.0 + ctx.catalog.videos[vid].views)) for vid in picked), self.name)
 
 
