@@ -146,13 +146,19 @@ class CatalogCache:
         return catalog
 
     async def _refresh(self, settings: Settings, db) -> None:
+        # A read-only snapshot (on SQLite a deferred BEGIN): a big catalog must not hold the
+        # write lock that the application's BEGIN IMMEDIATE would take while it reads.
+        from clipfeed.feed.trending import _read_engine
+
+        engine = _read_engine(settings)
         try:
-            async with db.transaction() as session:
+            async with AsyncSession(engine) as session, session.begin():
                 self.catalog = await load_catalog(session, settings)
         except Exception:  # noqa: BLE001 - keep serving the previous snapshot
             log.warning("catalog refresh failed", exc_info=True)
         finally:
             self._refreshing = False
+            await engine.dispose()
 
     def invalidate(self) -> None:
         self.catalog = None

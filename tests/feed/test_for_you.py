@@ -235,3 +235,24 @@ def test_a_corrupt_model_degrades_to_the_fallback_feed(client, settings, caplog)
     assert client.get("/api/v1/feed/for-you").status_code == 200
 
 
+
+
+def test_new_uploads_reach_the_feed_through_the_background_catalog_refresh(settings_factory):
+    import httpx
+
+    from tests.conftest import LiveServer, wait_for
+
+    settings = settings_factory(feed_catalog_refresh_s=0.2, feed_source_budget_ms=GENEROUS)
+    server = LiveServer(settings).start()
+    try:
+        first_owner, second_owner = f.make_user(settings), f.make_user(settings)
+        old = f.make_video(settings, first_owner["id"], "old")
+        viewer = f.make_user(settings)
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            assert [i["id"] for i in page(client, viewer["headers"], limit=5)["items"]] == [old]
+            new = f.make_video(settings, second_owner["id"], "just uploaded")
+            served = wait_for(lambda: page(client, viewer["headers"], limit=5)["items"], timeout=10,
+                              interval=0.1, message="the new upload in the feed")
+            assert [i["id"] for i in served] == [new]
+    finally:
+        server.stop()
