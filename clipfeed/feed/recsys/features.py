@@ -73,6 +73,8 @@ FEATURE_NAMES: tuple[str, ...] = (
     "creator_affinity",
     "hashtag_affinity_max",
     "hashtag_affinity_sum",
+    "creator_affinity_rate",  # creator affinity / the user's event count (how focused the user is)
+    "hashtag_affinity_rate",
     "sound_affinity",
     "follows_creator",
     "recently_seen",         # the video is in the user's recent history (re-watch)
@@ -89,6 +91,7 @@ FEATURE_NAMES: tuple[str, ...] = (
     "creator_followers_log",
     "creator_completion_rate",
     "creator_videos_log",
+    "itemknn_score",         # offline pipeline only (item-kNN is not an online source); 0 online
     *(f"src_{name}" for name in SOURCE_NAMES),
     "n_sources",
 )
@@ -116,6 +119,7 @@ def build_features(
     source_ids: list[set[str]] | None,
     now: float,
     short_term_scores: np.ndarray | None = None,
+    itemknn_scores: np.ndarray | None = None,
 ) -> np.ndarray:
     """Return a float32 matrix [len(videos), len(FEATURE_NAMES)].
 
@@ -164,6 +168,11 @@ def build_features(
         recent_ids = {r[0] for r in user.recent}
         X[:, col["recently_seen"]] = [v.video_id in recent_ids for v in videos]
     X[:, col["user_events_log"]] = np.log1p(max(user.event_count, 0))
+    per_event = 1.0 / max(user.event_count, 1)
+    X[:, col["creator_affinity_rate"]] = X[:, col["creator_affinity"]] * per_event
+    X[:, col["hashtag_affinity_rate"]] = X[:, col["hashtag_affinity_max"]] * per_event
+    if itemknn_scores is not None:
+        X[:, col["itemknn_score"]] = np.nan_to_num(np.asarray(itemknn_scores, dtype=np.float32))
 
     counters = np.array(
         [(v.duration_s, v.age_s, v.impressions, v.views, v.completions, v.likes, v.shares, v.comments, v.velocity)
