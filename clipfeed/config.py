@@ -98,6 +98,18 @@ class Settings(BaseSettings):
     # Content-based retrieval indexes at most this many catalog videos (built in the background).
     feed_content_index_max: int = 50_000
 
+    # --- For You models (training and registry; see clipfeed/feed/training.py) ----------------
+    # Key prefix of the model registry in the blob store (versions, metrics, artifacts).
+    feed_model_prefix: str = "models"
+    # The periodic job retrains when the newest published model is older than this.
+    feed_training_period_minutes: int = 360
+    # Below this many user events there is nothing worth learning: training is skipped.
+    feed_training_min_events: int = 200
+    # Only the most recent events are read (bounds training time and memory).
+    feed_training_max_events: int = 5_000_000
+    # Share of each user's latest interactions held out to score (and gate) a new model.
+    feed_training_holdout: float = 0.2
+
     @field_validator("cors_origins")
     @classmethod
     def _no_wildcard(cls, origins: list[str]) -> list[str]:

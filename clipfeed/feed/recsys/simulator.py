@@ -29,7 +29,7 @@ class SimConfig:
     seed: int = 0
     users: int = 500
     videos: int = 2000
-    creators: int = 120
+    creators: int = 400
     topics: int = 20
     sounds: int = 150
     # Dirichlet concentration of user tastes: small = users love one or two topics.
@@ -127,8 +127,8 @@ def simulate_platform(cfg: SimConfig) -> Platform:
     creator_topics[np.arange(cfg.creators), primary] += cfg.creator_focus
     creator_quality = rng.beta(4, 4, size=cfg.creators)
 
-    # Creators differ in output: a few are prolific.
-    creator_weight = rng.pareto(1.5, size=cfg.creators) + 1.0
+    # Creators differ in output: some are prolific, none dominates a topic.
+    creator_weight = rng.pareto(2.5, size=cfg.creators) + 1.0
     video_creator = rng.choice(cfg.creators, size=cfg.videos, p=creator_weight / creator_weight.sum())
     noise = rng.dirichlet(np.full(T, 0.2), size=cfg.videos)
     video_topics = 0.8 * creator_topics[video_creator] + 0.2 * noise
