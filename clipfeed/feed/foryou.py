@@ -237,8 +237,14 @@ class ForYouEngine:
         profile = None
         if user_id:
             follows, blocked, exclude = await self._viewer_facts(session, user_id)
-            profile = await load_user(session, self.store, user_id)
+            try:
+                profile = await load_user(session, self.store, user_id)
+            except Exception as exc:  # noqa: BLE001 - Redis down: serve without the profile
+                log.error("For You: feature store unavailable: %s", exc)
+                profile = None
         dropped: dict[str, str] = {}
+        if user_id and profile is None:
+            dropped["feature_store"] = "unavailable"
         ranker = collab = None
         mode = PERSONALIZED
         try:
@@ -248,6 +254,8 @@ class ForYouEngine:
             mode = FALLBACK
             dropped["models"] = str(exc)
             ranker = collab = None
+        if "feature_store" in dropped:
+            mode = FALLBACK
         if mode != FALLBACK and (profile is None or profile.event_count < settings.feed_cold_start_events):
             mode = COLD_START
         state = profile.to_state(follows) if profile is not None else None
@@ -272,8 +280,12 @@ class ForYouEngine:
             return [], mode, dropped
         ids = list(merged)
         metas = [catalog.videos[vid] for vid in ids]
-        counters = self.store.videos(ids)
-        creators = self.store.creators(list({m.creator_id for m in metas}))
+        try:
+            counters = self.store.videos(ids)
+            creators = self.store.creators(list({m.creator_id for m in metas}))
+        except Exception as exc:  # noqa: BLE001 - rank on the catalog's counters alone
+            log.error("For You: feature store unavailable: %s", exc)
+            counters, creators = {}, {}
         from clipfeed.feed.recsys.features import UserState, VideoState
 
         videos = []
@@ -395,7 +407,10 @@ class ForYouEngine:
                         kept.append((item, video))
                         history.append(item.creator_id)
                 picked = kept
-            self.store.add_impressions([item.video_id for item, _ in picked])
+            try:
+                self.store.add_impressions([item.video_id for item, _ in picked])
+            except Exception as exc:  # noqa: BLE001 - a lost counter tick, never a failed page
+                log.warning("For You: impressions not counted: %s", exc)
         queue.served_creators = (queue.served_creators + [item.creator_id for item, _ in picked])[-20:]
         if len(queue.served_ids) > SEEN_LOOKBACK:
             queue.served_ids.clear()  # bounded; the impression log stays the arbiter

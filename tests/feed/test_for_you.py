@@ -256,3 +256,38 @@ def test_new_uploads_reach_the_feed_through_the_background_catalog_refresh(setti
             assert [i["id"] for i in served] == [new]
     finally:
         server.stop()
+
+
+class _BrokenStore:
+    """A feature store whose backend is down: every call fails like a lost Redis connection."""
+
+    def __getattr__(self, name):
+        def fail(*args, **kwargs):
+            raise ConnectionError("feature store backend unreachable")
+
+        return fail
+
+
+def test_a_feature_store_outage_degrades_to_the_fallback_feed(settings):
+    from clipfeed.feed import feature_store as fs
+    from tests.conftest import LiveServer
+
+    fs._stores[fs.deployment_key(settings)] = _BrokenStore()  # before the app builds its engine
+    owners = [f.make_user(settings) for _ in range(3)]
+    videos = {f.make_video(settings, owners[i]["id"], f"clip {i}") for i in range(3)}
+    viewer = f.make_user(settings)
+    server = LiveServer(settings).start()
+    try:
+        import httpx
+
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            body = page(client, viewer["headers"], limit=10, explain=1)
+            assert body["mode"] == "fallback" and body["dropped"]["feature_store"] == "unavailable"
+            assert {item["id"] for item in body["items"]} == videos
+            # Events still commit (the row is the truth); the fan-out failure is only logged.
+            video = body["items"][0]["id"]
+            assert client.post(f"/api/v1/videos/{video}/like", headers=viewer["headers"]).status_code == 200
+            assert client.get("/api/v1/feed/for-you").status_code == 200
+    finally:
+        server.stop()
+        fs._stores.pop(fs.deployment_key(settings), None)
