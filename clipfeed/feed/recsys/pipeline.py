@@ -46,7 +46,14 @@ class Sources:
 class LogState:
     """Users, videos and creators as the feature store would hold them at the end of `log`."""
 
-    def __init__(self, log: InteractionLog, catalogue: Sequence[str], *, sources: Sources, now: float | None = None):
+    def __init__(self, log: InteractionLog, catalogue: Sequence[str], *, sources: Sources, now: float | None = None,
+                 skip_penalty: float = SKIP_PENALTY, velocity_half_life_s: float = TRENDING_HALF_LIFE_S,
+                 online_sources: bool = False):
+        """`online_sources`: name candidates only as the online sources do (the short-term
+        collaborative list counts as "collaborative"), for rankers that will be served."""
+        self.skip_penalty = skip_penalty
+        self.velocity_half_life_s = velocity_half_life_s
+        self.short_term_name = "collaborative" if online_sources else "short_term"
         self.log = log
         self.catalogue = list(catalogue)
         self.sources = sources
@@ -75,7 +82,7 @@ class LogState:
         self.likes = count(flag("liked", np.zeros(len(log), bool)))
         self.shares = count(flag("shared", np.zeros(len(log), bool)))
         self.comments = count(flag("commented", np.zeros(len(log), bool)))
-        decay = np.exp2(-(self.now - log.ts) / TRENDING_HALF_LIFE_S)
+        decay = np.exp2(-(self.now - log.ts) / self.velocity_half_life_s)
         self.velocity = np.bincount(col, weights=log.positive * decay, minlength=n)
         self.trending = top_k_excluding(self.velocity, np.zeros(0, np.int64), SOURCE_SIZES["trending"] * 3)
 
@@ -141,7 +148,7 @@ class LogState:
         rows = rows[::-1]  # newest first
         skipped = log.flags["skipped"][rows] if "skipped" in log.flags else np.zeros(len(rows), bool)
         followed = log.flags["followed"][rows] if "followed" in log.flags else np.zeros(len(rows), bool)
-        signal = log.weight[rows] - SKIP_PENALTY * skipped
+        signal = log.weight[rows] - self.skip_penalty * skipped
         creator_aff: dict[str, float] = defaultdict(float)
         tag_aff: dict[str, float] = defaultdict(float)
         sound_aff: dict[str, float] = defaultdict(float)
@@ -190,7 +197,7 @@ class LogState:
                     continue
                 found[r].add(name)
                 taken += 1
-                if taken >= SOURCE_SIZES[name]:
+                if taken >= SOURCE_SIZES.get(name, SOURCE_SIZES["short_term"]):
                     break
 
         state = self.user_state(user)
@@ -202,7 +209,7 @@ class LogState:
                 add("collaborative", (index[v] for v, _ in collab.nearest(vec, SOURCE_SIZES["collaborative"], seen_ids)
                                       if v in index))
             if state.short_term_vector is not None:
-                add("short_term", (index[v] for v, _ in collab.nearest(state.short_term_vector,
+                add(self.short_term_name, (index[v] for v, _ in collab.nearest(state.short_term_vector,
                                                                          SOURCE_SIZES["short_term"], seen_ids)
                                    if v in index))
         if knn is not None:
@@ -314,7 +321,10 @@ class ClipfeedRecommender:
 
     def __init__(self, *, weights: Mapping[str, float] | None = None, seed: int = 0, label_fractions: Sequence[float] = (0.25, 0.45),
                  negatives_per_user: int = 60, n_estimators: int = 150, use_itemknn: bool = True,
-                 als_params: dict | None = None, diversity: bool = True, learn_to_rank: bool = True):
+                 als_params: dict | None = None, diversity: bool = True, learn_to_rank: bool = True,
+                 state_options: Mapping | None = None):
+        """`state_options` go to every LogState (e.g. the online event weights for training)."""
+        self.state_options = dict(state_options or {})
         self.learn_to_rank = learn_to_rank
         self.weights = dict(weights or DEFAULT_WEIGHTS)
         self.seed = seed
@@ -331,7 +341,8 @@ class ClipfeedRecommender:
             self.als_params = ALS(seed=self.seed).fit(train, catalogue).params
         self.ranker = self.train_ranker(train, catalogue)
         self.state = LogState(train, catalogue, sources=fit_sources(train, catalogue, als_params=self.als_params,
-                                                                    seed=self.seed, use_itemknn=self.use_itemknn))
+                                                                    seed=self.seed, use_itemknn=self.use_itemknn),
+                              **self.state_options)
         return self
 
     def ranker_dataset(self, train: InteractionLog, catalogue: Sequence[str]
@@ -356,7 +367,8 @@ class ClipfeedRecommender:
     def _cut_dataset(self, train: InteractionLog, catalogue: Sequence[str], label_fraction: float, *, seed: int):
         inner = temporal_split(train, 1.0 - label_fraction)
         state = LogState(inner.train, catalogue, sources=fit_sources(inner.train, catalogue, als_params=self.als_params,
-                                                                     seed=self.seed, use_itemknn=self.use_itemknn))
+                                                                     seed=self.seed, use_itemknn=self.use_itemknn),
+                         **self.state_options)
         seen_before: dict[str, set] = defaultdict(set)
         for u, v in zip(inner.train.user, inner.train.item):
             seen_before[u].add(v)
