@@ -204,11 +204,14 @@ def model_list(kind: str = typer.Option(None, help="collab or ranker (default: b
         raise typer.BadParameter(f"kind must be one of {', '.join(KINDS)}")
     registry = _registry(Settings())
     table = Table(title="models")
-    for col in ("kind", "version", "created", "metrics", "served"):
-        table.add_column(col)
+    table.add_column("kind")
+    table.add_column("version", no_wrap=True)
+    table.add_column("created")
+    table.add_column("holdout metrics", overflow="fold")
+    table.add_column("served")
     for name in kinds:
         for entry in run_async(registry.list, name):
-            metrics = ", ".join(f"{k}={v:.4f}" for k, v in entry["metrics"].items())
+            metrics = " ".join(f"{k}={v:.4g}" for k, v in entry["metrics"].items())
             table.add_row(name, entry["version"], entry["created_at"][:19], metrics, "*" if entry["current"] else "")
     console.print(table)
 
