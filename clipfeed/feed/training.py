@@ -175,16 +175,36 @@ async def _newest_version_age_s(registry: ModelRegistry) -> float | None:
     return time.time() - newest
 
 
+async def _event_history_s(settings: Settings) -> float:
+    from clipfeed.db.engine import build_engine
+
+    engine = build_engine(settings, pooled=False)
+    try:
+        async with engine.connect() as conn:
+            oldest = (await conn.execute(text("SELECT MIN(created_at) FROM interaction_events"))).scalar()
+    finally:
+        await engine.dispose()
+    return 0.0 if oldest is None else time.time() - _epoch(oldest)
+
+
 async def train_and_publish(settings: Settings, force: bool = True) -> TrainingReport:
     from clipfeed.storage import build_store
 
     started = time.perf_counter()
     registry = ModelRegistry(build_store(settings), prefix=settings.feed_model_prefix, refresh_s=0)
     if not force:
+        period_s = settings.feed_training_period_minutes * 60
         age = await _newest_version_age_s(registry)
-        if age is not None and age < settings.feed_training_period_minutes * 60:
+        if age is not None and age < period_s:
             raise TrainingSkipped(f"the newest model is {age / 60:.0f} min old "
                                   f"(period {settings.feed_training_period_minutes} min)")
+        if age is None:
+            # A new deployment first gathers one period of history: a model of a few minutes of
+            # events would only replace the heuristic ranker with noise.
+            history = await _event_history_s(settings)
+            if history < period_s:
+                raise TrainingSkipped(f"{history / 60:.0f} min of events so far; the first model waits for "
+                                      f"{settings.feed_training_period_minutes} min")
     data = await load_training_log(settings)
     if len(data) < settings.feed_training_min_events:
         raise TrainingSkipped(f"{len(data)} interactions, fewer than CLIPFEED_FEED_TRAINING_MIN_EVENTS="

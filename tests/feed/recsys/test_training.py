@@ -125,7 +125,20 @@ def test_train_publishes_versioned_models_from_the_event_log(settings):
 
 
 def test_train_with_too_few_events_publishes_nothing(settings):
+    # The periodic job waits for one training period of history before the first model.
+    factories.events(settings, [{"kind": "view", "video_id": "v", "user_id": "u", "created_at": datetime.now(UTC)}])
+    with pytest.raises(TrainingSkipped, match="first model waits"):
+        asyncio.run(train_and_publish(settings, force=False))
     runner = CliRunner(env=_env(settings))
     result = runner.invoke(app, ["train"])
     assert result.exit_code == 1 and "not trained" in result.output
     assert asyncio.run(ModelRegistry(build_store(settings)).list("ranker")) == []
+
+
+def test_the_periodic_training_job_is_registered_and_skips_quietly_when_not_due(settings):
+    from clipfeed.feed import tasks
+    from clipfeed.jobs.queue import PERIODIC
+
+    assert PERIODIC["feed.train_models"].fn is tasks.train_feed_models
+    tasks.train_feed_models(settings)  # empty log: nothing to learn, no exception, nothing published
+    assert asyncio.run(ModelRegistry(build_store(settings)).list("collab")) == []
