@@ -158,7 +158,7 @@ class ForYouEngine:
         if self._registry is None and self._blob_store is not None:
             from clipfeed.feed.recsys.registry import ModelRegistry
 
-            self._registry = ModelRegistry(self._blob_store)
+            self._registry = ModelRegistry(self._blob_store, prefix=self.settings.feed_model_prefix)
         return self._registry
 
     async def model(self, kind: str):
