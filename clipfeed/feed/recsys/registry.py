@@ -8,6 +8,11 @@ current one on the holdout metric it was published with (or nothing is served ye
 All methods are async because the BlobStore is. `current()` caches the loaded model by version
 and re-reads the small index at most every `refresh_s` seconds, so a serving process picks up a
 newly promoted (or rolled-back) version within that delay without re-reading it per request.
+
+The index is rewritten whole (read-modify-write, atomic per blob): run one trainer at a time
+(the periodic job's schedule does), or two publishes may race and one entry be lost.
+The promotion gate compares holdout metrics stored at publish time; successive trainings are
+scored on their own (later) holdouts, which is the usual, not a perfectly paired, comparison.
 """
 
 from __future__ import annotations
