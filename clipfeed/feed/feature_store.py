@@ -143,6 +143,7 @@ def _apply_video(counters: VideoCounters, ev: FeedEvent) -> None:
 
 class FeatureStore(Protocol):
     def user(self, user_id: str) -> UserProfile | None: ...
+    def event_count(self, user_id: str) -> int | None: ...
     def put_user(self, profile: UserProfile) -> None: ...
     def apply_user(self, ev: FeedEvent) -> None: ...
     def apply_global(self, events: list[FeedEvent]) -> None: ...
@@ -170,6 +171,11 @@ class MemoryFeatureStore:
                 return UserProfile(profile.user_id, list(profile.recent), dict(profile.affinity),
                                    profile.event_count, profile.updated_at)
             return None
+
+    def event_count(self, user_id: str) -> int | None:
+        with self._lock:
+            profile = self._users.get(user_id)
+            return None if profile is None else profile.event_count
 
     def put_user(self, profile: UserProfile) -> None:
         with self._lock:
@@ -261,6 +267,11 @@ class RedisFeatureStore:
             vid, weight, at = item.decode().split("|")
             history.append((vid, float(weight), float(at)))
         return UserProfile(user_id, history, affinity, count)
+
+    def event_count(self, user_id: str) -> int | None:
+        """One round trip: lets every API process notice the user's events handled elsewhere."""
+        value = self.r.hget(self._u(user_id), "n")
+        return None if value is None else int(float(value))
 
     def put_user(self, profile: UserProfile) -> None:
         key = self._u(profile.user_id)

@@ -116,6 +116,7 @@ class UserQueue:
     built_at: float = 0.0
     dropped: dict[str, str] = field(default_factory=dict)
     served_ids: set[str] = field(default_factory=set)  # shown by this process (races with refills)
+    events_seen: int | None = None  # the profile's event count when the queue was ranked
 
 
 class ForYouEngine:
@@ -323,6 +324,7 @@ class ForYouEngine:
                                                previous_creators=queue.served_creators)
         queue.items = [item for item in items if item.video_id not in queue.served_ids]
         queue.mode, queue.dropped = mode, dropped
+        queue.events_seen = self._event_count(viewer.id)
         queue.stale = False
         queue.built_at = time.time()
 
@@ -339,6 +341,12 @@ class ForYouEngine:
             log.warning("background For You refill failed", exc_info=True)
         finally:
             queue.refilling = False
+
+    def _event_count(self, user_id: str) -> int | None:
+        try:
+            return self.store.event_count(user_id)
+        except Exception:  # noqa: BLE001 - treated as "unknown"; the profile load logs outages
+            return None
 
     def _queue(self, user_id: str) -> UserQueue:
         with self._lock:
@@ -363,6 +371,8 @@ class ForYouEngine:
             return await self._anonymous_page(session, db, limit=limit, offset=position["offset"],
                                               page_no=position["page"], region=region_code)
         queue = self._queue(viewer.id)
+        if self.settings.redis_url and not queue.stale and queue.events_seen != self._event_count(viewer.id):
+            queue.stale = True  # the user's events were handled by another API process
         if queue.stale or not queue.items:
             await self.refill(session, db, viewer, queue, region_code)
         picked: list[tuple[Ranked, object]] = []

@@ -291,3 +291,29 @@ def test_a_feature_store_outage_degrades_to_the_fallback_feed(settings):
     finally:
         server.stop()
         fs._stores.pop(fs.deployment_key(settings), None)
+
+
+def test_events_handled_by_another_process_restale_the_queue(client, settings):
+    """Scale-out: the user's events may hit another API process; the queue notices through the
+    shared feature store's event count (embedded: one process, the in-process listener)."""
+    import time as _time
+
+    from clipfeed.feed import events as feed_events
+    from clipfeed.feed.feature_store import feature_store
+
+    owners = [f.make_user(settings) for _ in range(4)]
+    for i in range(20):
+        f.make_video(settings, owners[i % 4]["id"], f"clip {i}")
+    star = owners[0]["id"]
+    viewer = f.make_user(settings)
+    first = page(client, viewer["headers"], limit=2, explain=1)  # the queue is ranked (cold start)
+    assert first["mode"] == "cold_start"
+    events = [feed_events.FeedEvent("like", viewer["id"], f"elsewhere{i}", star, _time.time()) for i in range(3)]
+    if settings.redis_url:
+        for event in events:
+            feature_store(settings).apply_user(event)  # as another process would: no local listener
+    else:
+        feed_events.dispatch(settings, events)
+    body = page(client, viewer["headers"], limit=5, explain=1)
+    assert body["mode"] == "personalized"
+    assert any(item["owner_id"] == star and "affinity" in item["explain"]["sources"] for item in body["items"])
