@@ -88,6 +88,9 @@ def create_app(settings: Settings | None = None, *, run_workers: bool | None = N
             yield
         finally:
             app.state.jobs.stop_consumer()
+            from clipfeed.feed.foryou import drop_engine  # the For You queues of this app
+
+            drop_engine(settings)
             await app.state.limiter.close()
             await app.state.db.dispose()
 

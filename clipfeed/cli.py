@@ -1,4 +1,4 @@
-"""The clipfeed command: serve, worker, migrate, demo, bench."""
+"""The clipfeed command: serve, worker, migrate, demo, bench, simulate, eval, train, model."""
 
 from __future__ import annotations
 
@@ -112,6 +112,126 @@ def bench(
         code = subprocess.call([sys.executable, str(script), "--seconds", str(seconds), *ctx.args])
         if code:
             raise typer.Exit(code)
+
+
+# -- For You models: simulator, offline evaluation, training, registry ------------------------------
+
+model_app = typer.Typer(help="Published recommendation models: list versions, roll back.", no_args_is_help=True)
+app.add_typer(model_app, name="model")
+
+
+@app.command()
+def simulate(
+    seed: int = typer.Option(0, help="Random seed: the same seed gives the same platform and log."),
+    users: int = typer.Option(500, min=1),
+    videos: int = typer.Option(2000, min=1),
+    interactions: int = typer.Option(80, min=1, help="Mean interactions per user."),
+    out: Path = typer.Option(..., help="Where to write the log (MovieLens u.data layout)."),
+) -> None:
+    """Generate a synthetic platform and write its interaction log (user item rating timestamp)."""
+    from clipfeed.feed.recsys.evaluation import simulated_log
+
+    log = simulated_log(seed=seed, users=users, videos=videos, interactions_per_user=interactions)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    log.write_udata(out)
+    console.print(f"wrote {len(log)} interactions of {users} users on {videos} videos to {out}")
+
+
+@app.command("eval")
+def eval_command(
+    simulate_: bool = typer.Option(False, "--simulate", help="Evaluate on a generated platform."),
+    seed: int = typer.Option(0),
+    users: int = typer.Option(500, min=1),
+    videos: int = typer.Option(2000, min=1),
+    log_path: Path = typer.Option(None, "--log", help="A MovieLens u.data-format log to evaluate on."),
+    k: int = typer.Option(20, min=1, max=1000),
+    as_json: bool = typer.Option(False, "--json", help="Print {\"models\": {...}} instead of a table."),
+) -> None:
+    """Compare popularity, item-kNN, ALS and clipfeed on a temporal split (Recall, NDCG, coverage, novelty)."""
+    import json
+
+    from clipfeed.feed.recsys.evaluation import load_log, render_table, run_evaluation, simulated_log
+
+    if simulate_ == (log_path is not None):
+        raise typer.BadParameter("give exactly one of --simulate or --log PATH")
+    try:
+        log = simulated_log(seed=seed, users=users, videos=videos) if simulate_ else load_log(log_path)
+        result = run_evaluation(log, k=k, seed=seed, weights=Settings().feed_score_weights)
+    except (ValueError, FileNotFoundError) as exc:
+        console.print(f"[red]cannot evaluate:[/] {exc}")
+        raise typer.Exit(2) from exc
+    if as_json:
+        typer.echo(json.dumps(result.as_json()))
+    else:
+        console.print(render_table(result, k=k))
+
+
+@app.command()
+def train(
+    force: bool = typer.Option(True, "--force/--if-due", help="Train now, or only if the training period has passed."),
+) -> None:
+    """Train the collaborative model and the ranker from the event log; publish (promoted if better)."""
+    from clipfeed.feed.training import TrainingSkipped, train_and_publish
+    from clipfeed.jobs import run_async
+
+    _logging("WARNING")
+    try:
+        report = run_async(train_and_publish, Settings(), force)
+    except TrainingSkipped as exc:
+        console.print(f"[yellow]not trained:[/] {exc}")
+        raise typer.Exit(1) from exc
+    for kind, outcome in report.published.items():
+        state = "[green]promoted[/]" if outcome["promoted"] else "kept the current version"
+        metrics = ", ".join(f"{k}={v:.4f}" for k, v in outcome["metrics"].items())
+        console.print(f"{kind} {outcome['version']}: {metrics} — {state}")
+
+
+def _registry(settings: Settings):
+    from clipfeed.feed.recsys.registry import ModelRegistry
+    from clipfeed.storage import build_store
+
+    return ModelRegistry(build_store(settings), prefix=settings.feed_model_prefix, refresh_s=0)
+
+
+@model_app.command("list")
+def model_list(kind: str = typer.Option(None, help="collab or ranker (default: both).")) -> None:
+    """Published versions with their offline metrics; the served one is marked."""
+    from rich.table import Table
+
+    from clipfeed.feed.recsys.registry import KINDS
+    from clipfeed.jobs import run_async
+
+    kinds = (kind,) if kind else KINDS
+    if kind and kind not in KINDS:
+        raise typer.BadParameter(f"kind must be one of {', '.join(KINDS)}")
+    registry = _registry(Settings())
+    table = Table(title="models")
+    table.add_column("kind")
+    table.add_column("version", no_wrap=True)
+    table.add_column("created")
+    table.add_column("holdout metrics", overflow="fold")
+    table.add_column("served")
+    for name in kinds:
+        for entry in run_async(registry.list, name):
+            metrics = " ".join(f"{k}={v:.4g}" for k, v in entry["metrics"].items())
+            table.add_row(name, entry["version"], entry["created_at"][:19], metrics, "*" if entry["current"] else "")
+    console.print(table)
+
+
+@model_app.command("rollback")
+def model_rollback(kind: str = typer.Option(..., help="collab or ranker.")) -> None:
+    """Serve the version that was served before the current one."""
+    from clipfeed.feed.recsys.registry import KINDS, NothingToRollBack
+    from clipfeed.jobs import run_async
+
+    if kind not in KINDS:
+        raise typer.BadParameter(f"kind must be one of {', '.join(KINDS)}")
+    try:
+        version = run_async(_registry(Settings()).rollback, kind)
+    except NothingToRollBack as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(1) from exc
+    console.print(f"{kind} now serves {version}")
 
 
 if __name__ == "__main__":

@@ -74,6 +74,42 @@ class Settings(BaseSettings):
     # Media delivery.
     signed_url_ttl_seconds: int = 3600
 
+    # --- For You feed (online serving; see clipfeed/feed/foryou.py) --------------------------
+    # Ranked ids kept per user; refilled in the background when fewer than the low-water mark remain.
+    feed_queue_size: int = 100
+    feed_queue_low_water: int = 30
+    # Time budget of each candidate source (ms); one that overruns is dropped for that request.
+    feed_source_budget_ms: dict[str, float] = Field(default_factory=lambda: {
+        "following": 15.0, "collaborative": 15.0, "content": 15.0, "trending": 10.0,
+        "affinity": 10.0, "exploration": 10.0})
+    # Share of every refill reserved for fresh uploads with few impressions (new creators are seen).
+    feed_exploration_share: float = 0.1
+    # Fresh = published within this many hours and shown fewer than this many times.
+    feed_exploration_hours: float = 72.0
+    feed_exploration_max_views: int = 50
+    # Final score = sum of weight x predicted head (completion, like, share, follow).
+    feed_score_weights: dict[str, float] = Field(default_factory=lambda: {
+        "completion": 1.0, "like": 2.0, "share": 3.0, "follow": 4.0})
+    # Signed-in users with fewer interactions than this get the cold-start feed.
+    feed_cold_start_events: int = 3
+    # Videos held in the in-memory candidate pools (the most recent ones) and their refresh period.
+    feed_catalog_size: int = 200_000
+    feed_catalog_refresh_s: float = 30.0
+    # Content-based retrieval indexes at most this many catalog videos (built in the background).
+    feed_content_index_max: int = 50_000
+
+    # --- For You models (training and registry; see clipfeed/feed/training.py) ----------------
+    # Key prefix of the model registry in the blob store (versions, metrics, artifacts).
+    feed_model_prefix: str = "models"
+    # The periodic job retrains when the newest published model is older than this.
+    feed_training_period_minutes: int = 360
+    # Below this many user events there is nothing worth learning: training is skipped.
+    feed_training_min_events: int = 200
+    # Only the most recent events are read (bounds training time and memory).
+    feed_training_max_events: int = 5_000_000
+    # Share of each user's latest interactions held out to score (and gate) a new model.
+    feed_training_holdout: float = 0.2
+
     @field_validator("cors_origins")
     @classmethod
     def _no_wildcard(cls, origins: list[str]) -> list[str]:

@@ -6,8 +6,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from clipfeed.deps import CurrentUser, OptionalUser, Pagination, Session, Settings
-from clipfeed.feed import trending
+from clipfeed.deps import CurrentUser, Db, OptionalUser, Pagination, Session, Settings, Store
+from clipfeed.feed import foryou, trending
 from clipfeed.feed.following import following_feed
 from clipfeed.media.presenter import present_videos
 from clipfeed.social import tags
@@ -49,3 +49,25 @@ async def trending_sounds(session: Session, viewer: OptionalUser, settings: Sett
         session, settings, viewer, region=region, limit=limit, cursor=cursor)
     items = [{**await tags.sound_out(session, sound), "score": round(score, 4)} for sound, score in zip(sounds, scores)]
     return {"items": items, "next_cursor": next_cursor, "region": region_code}
+
+
+@router.get("/feed/for-you")
+async def feed_for_you(session: Session, db: Db, store: Store, viewer: OptionalUser,
+                       settings: Settings, limit: Limit = 20, cursor: Annotated[str | None, Query(max_length=400)] = None,
+                       explain: bool = False, region: Region = None):
+    engine = foryou.engine_for(settings, store)
+    page = await engine.page(session, db, viewer, limit=limit, cursor=cursor, region=region)
+    videos = [video for _item, video in page["items"]]
+    items = await present_videos(session, videos, viewer, settings)
+    if explain:
+        for out, (item, _video) in zip(items, page["items"]):
+            out["explain"] = foryou.explain_item(item)
+    body = {"items": items, "next_cursor": page["next_cursor"], "mode": page["mode"]}
+    if explain:
+        body["dropped"] = page["dropped"]
+    return body
+
+
+@router.post("/videos/{video_id}/not-interested")
+async def not_interested(video_id: str, session: Session, viewer: CurrentUser):
+    return await foryou.not_interested(session, video_id, viewer)

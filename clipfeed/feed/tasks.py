@@ -18,3 +18,19 @@ def recompute_trending(settings: Settings) -> None:
 
     result = trending.recompute(settings)
     log.info("trending recomputed in %.2fs: %s over %s regions", result.seconds, result.entries, result.regions)
+
+
+# Runs every 15 minutes but trains only when the newest published model is older than
+# CLIPFEED_FEED_TRAINING_PERIOD_MINUTES (crontab schedules are fixed at import; the period is a
+# setting). Safe to run twice: each run publishes a new version, served only if it is better.
+@periodic("feed.train_models", minute="*/15")
+def train_feed_models(settings: Settings) -> None:
+    from clipfeed.feed.training import TrainingSkipped, train_and_publish
+    from clipfeed.jobs import run_async
+
+    try:
+        report = run_async(train_and_publish, settings, False)
+    except TrainingSkipped as exc:
+        log.info("feed models not trained: %s", exc)
+        return
+    log.info("feed models trained in %.1fs: %s", report.seconds, report.published)

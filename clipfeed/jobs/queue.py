@@ -116,6 +116,7 @@ class JobQueue:
         self._consumer: Consumer | None = None
         self._sweeping = threading.Event()
         self._sweep_thread: threading.Thread | None = None
+        self._streams: list = []
 
     def _bind(self, fn: Callable) -> Callable:
         settings = self.settings
@@ -141,8 +142,10 @@ class JobQueue:
         )
         self._consumer.start()
         self._start_sweepers()
+        self._start_streams()
 
     def stop_consumer(self) -> None:
+        self._stop_streams()
         self._sweeping.set()
         if self._sweep_thread is not None:
             self._sweep_thread.join(timeout=10)
@@ -150,6 +153,20 @@ class JobQueue:
         if self._consumer is not None:
             self._consumer.stop(graceful=False)
             self._consumer = None
+
+    def _start_streams(self) -> None:
+        """Event-stream consumers (Redis Streams; nothing to consume in the embedded shape, where
+        events are applied in process): the For You feature store's consumer group."""
+        if not self.settings.redis_url or self._streams:
+            return
+        from clipfeed.feed.events import StreamConsumer
+
+        self._streams.append(StreamConsumer(self.settings).start())
+
+    def _stop_streams(self) -> None:
+        for consumer in self._streams:
+            consumer.stop()
+        self._streams = []
 
     def _start_sweepers(self) -> None:
         self._sweeping.clear()
@@ -177,7 +194,9 @@ class JobQueue:
             initial_delay=0.05, backoff=1.2, max_delay=0.5, periodic=True,
         )
         self._start_sweepers()
+        self._start_streams()
         try:
             consumer.run()
         finally:
+            self._stop_streams()
             self._sweeping.set()

@@ -178,6 +178,9 @@ async def follow(session: AsyncSession, follower: User, followee_id: str, *,
             await _bump(session, user_id, column, +1)
         session.add(InteractionEvent(kind="follow", user_id=follower.id, creator_id=followee.id,
                                      video_id=video_id, region=follower.region))
+        from clipfeed.feed import events as feed_events
+
+        feed_events.publish(session, "follow", user_id=follower.id, creator_id=followee.id)
         from clipfeed.social.notifications import notify
 
         await notify(session, followee.id, "follow", actor_id=follower.id)
@@ -196,6 +199,9 @@ async def unfollow(session: AsyncSession, follower: User, followee_id: str) -> F
     if changed:
         session.add(InteractionEvent(kind="unfollow", user_id=follower.id, creator_id=followee.id,
                                      region=follower.region))
+        from clipfeed.feed import events as feed_events
+
+        feed_events.publish(session, "unfollow", user_id=follower.id, creator_id=followee.id)
         await session.flush()
     followers, following = await _counts(session, follower.id, followee.id)
     return FollowState(False, changed, followers, following)

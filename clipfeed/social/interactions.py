@@ -71,6 +71,9 @@ async def bump(session: AsyncSession, video_id: str, column: str, delta: int) ->
 def record_event(session: AsyncSession, kind: str, video: Video, user: User | None, **fields) -> None:
     session.add(InteractionEvent(kind=kind, user_id=user.id if user else None, video_id=video.id,
                                  creator_id=video.owner_id, region=user.region if user else None, **fields))
+    from clipfeed.feed import events as feed_events  # the For You feed learns from it after commit
+
+    feed_events.publish(session, kind, user_id=user.id if user else None, video=video, **fields)
 
 
 # --- likes -----------------------------------------------------------------------------------

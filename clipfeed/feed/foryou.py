@@ -1,0 +1,537 @@
+"""The For You service: candidates -> ranking -> re-ranking -> a per-user queue -> pages.
+
+Per signed-in user the engine keeps a queue of about ``feed_queue_size`` ranked ids. A page pops
+from it (after a last visibility check against the database), records impressions, and the
+queue is refilled in the background when it falls under ``feed_queue_low_water``. The user's
+own events (views, likes, skips, follows, not interested) mark their queue stale: the next page
+refills it synchronously from the updated feature store, so what they just did shows at once.
+
+A refill runs every candidate source concurrently, each within its own budget (a failing or
+slow one is dropped for that request and logged), merges the candidates, builds the ranker
+features (``recsys.features.build_features``), scores them with the served ranker (LightGBM from
+the model registry, else the heuristic ranker) as a weighted sum of its heads, reserves a share
+of the queue for exploration, and applies the diversity rules.
+
+Modes (the response says which served it):
+- ``personalized``: every source, the served models.
+- ``cold_start``: a signed-in user with fewer than ``feed_cold_start_events`` interactions (or
+  an anonymous viewer): trending + exploration (+ following).
+- ``fallback``: a model could not be loaded (missing or corrupt artifact): trending + following
+  ranked by the heuristic ranker. Never an error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import logging
+import math
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from sqlalchemy import or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from clipfeed.accounts.models import User
+from clipfeed.config import Settings
+from clipfeed.errors import ClipfeedError
+from clipfeed.feed import events as feed_events
+from clipfeed.feed import trending
+from clipfeed.feed.feature_store import FeatureStore, VideoCounters, deployment_key, feature_store, load_user
+from clipfeed.feed.models import Impression, NotInterested
+from clipfeed.feed.reranking import Ranked, fits_creator_rules, diversify, visible_ids
+from clipfeed.feed.sources import Catalog, CatalogCache, SourceContext, build_sources, run_sources
+from clipfeed.media import service as media
+from clipfeed.social.models import Block, Follow
+
+log = logging.getLogger("clipfeed.feed.foryou")
+
+PERSONALIZED, COLD_START, FALLBACK = "personalized", "cold_start", "fallback"
+SEEN_LOOKBACK = 5000          # impressions read per refill to exclude what was shown
+CURSOR_TTL_S = 24 * 3600
+MODEL_RETRY_S = 10.0          # a model that failed to load is retried after this long
+ANON_TTL_S = 30.0
+MAX_QUEUES = 50_000
+MODES_BY_SOURCES = {
+    PERSONALIZED: ("following", "collaborative", "content", "trending", "affinity", "exploration"),
+    COLD_START: ("following", "trending", "exploration"),
+    FALLBACK: ("following", "trending"),
+}
+
+
+class InvalidCursor(ClipfeedError):
+    status = 400
+    code = "invalid_cursor"
+
+
+# ---------------------------------------------------------------------------------------------
+# Cursors: stateless, signed, bound to the viewer
+# ---------------------------------------------------------------------------------------------
+
+def _sign(settings: Settings, raw: bytes) -> str:
+    return hmac.new(settings.signing_key, b"for-you\n" + raw, hashlib.sha256).hexdigest()[:24]
+
+
+def encode_cursor(settings: Settings, viewer_id: str | None, page: int, offset: int = 0) -> str:
+    raw = json.dumps({"u": viewer_id or "", "p": page, "o": offset, "t": int(time.time())},
+                     separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=") + "." + _sign(settings, raw)
+
+
+def decode_cursor(settings: Settings, cursor: str, viewer_id: str | None) -> dict:
+    body, _, signature = cursor.partition(".")
+    try:
+        raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+        data = json.loads(raw)
+        page, offset, issued = int(data["p"]), int(data["o"]), int(data["t"])
+        owner = str(data["u"])
+    except (ValueError, TypeError, KeyError) as exc:
+        raise InvalidCursor("cursor is malformed: pass back the next_cursor of a previous For You page",
+                            field="cursor") from exc
+    if not signature or not hmac.compare_digest(signature, _sign(settings, raw)):
+        raise InvalidCursor("cursor is unknown: it was not issued by this server", field="cursor")
+    if owner != (viewer_id or ""):
+        raise InvalidCursor("cursor belongs to another viewer; start again without a cursor", field="cursor")
+    if time.time() - issued > CURSOR_TTL_S or page < 0 or offset < 0:
+        raise InvalidCursor("cursor has expired; start again without a cursor", field="cursor")
+    return {"page": page, "offset": offset}
+
+
+# ---------------------------------------------------------------------------------------------
+# Engine state per deployment
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class UserQueue:
+    items: list[Ranked] = field(default_factory=list)
+    mode: str = COLD_START
+    stale: bool = False
+    served_creators: list[str] = field(default_factory=list)
+    refilling: bool = False
+    built_at: float = 0.0
+    dropped: dict[str, str] = field(default_factory=dict)
+    served_ids: set[str] = field(default_factory=set)  # shown by this process (races with refills)
+    events_seen: int | None = None  # the profile's event count when the queue was ranked
+
+
+class ForYouEngine:
+    def __init__(self, settings: Settings, blob_store) -> None:
+        self.settings = settings
+        self.store: FeatureStore = feature_store(settings)
+        self.catalog = CatalogCache()
+        self.sources = build_sources(settings)
+        self.queues: OrderedDict[str, UserQueue] = OrderedDict()
+        self._lock = threading.Lock()
+        self._registry = None
+        self._blob_store = blob_store
+        self._model_failures: dict[str, tuple[float, str]] = {}
+        self._content: tuple[int, object] | None = None
+        self._content_building = False
+        self._anon: dict[str, tuple[float, list[Ranked]]] = {}
+        self._tasks: set[asyncio.Task] = set()
+        feed_events.add_listener(settings, self.on_event)
+
+    # -- events -------------------------------------------------------------------------------
+
+    def on_event(self, event: feed_events.FeedEvent) -> None:
+        """The user's own event: their queue is stale (the next page refills it)."""
+        if not event.user_id:
+            return
+        with self._lock:
+            queue = self.queues.get(event.user_id)
+            if queue is None:
+                return
+            queue.stale = True
+            if event.kind == "not_interested" and event.video_id:
+                queue.items = [item for item in queue.items if item.video_id != event.video_id]
+
+    def close(self) -> None:
+        feed_events.remove_listener(self.settings, self.on_event)
+
+    # -- models ---------------------------------------------------------------------------------
+
+    def registry(self):
+        if self._registry is None and self._blob_store is not None:
+            from clipfeed.feed.recsys.registry import ModelRegistry
+
+            self._registry = ModelRegistry(self._blob_store, prefix=self.settings.feed_model_prefix)
+        return self._registry
+
+    async def model(self, kind: str):
+        """The served model of a kind, None when none was published; raises ModelUnavailable
+        (remembered for MODEL_RETRY_S, so a broken file is not re-read per request)."""
+        from clipfeed.feed.recsys.registry import ModelUnavailable
+
+        failed = self._model_failures.get(kind)
+        if failed is not None and time.monotonic() - failed[0] < MODEL_RETRY_S:
+            raise ModelUnavailable(failed[1])
+        registry = self.registry()
+        if registry is None:
+            return None
+        try:
+            current = await registry.current(kind)
+        except ModelUnavailable as exc:
+            self._model_failures[kind] = (time.monotonic(), str(exc))
+            log.error("For You: %s model unavailable, serving the fallback feed: %s", kind, exc)
+            raise
+        self._model_failures.pop(kind, None)
+        return None if current is None else current[1]
+
+    def content_index(self, catalog: Catalog):
+        """A ContentIndex over the catalog (built in a thread for big catalogs; None meanwhile)."""
+        if self._content is not None and self._content[0] == id(catalog):
+            return self._content[1]
+        if len(catalog) == 0:
+            return None
+        if len(catalog) <= 2000:
+            self._content = (id(catalog), _build_content(catalog, self.settings.feed_content_index_max))
+            return self._content[1]
+        if not self._content_building:
+            self._content_building = True
+
+            async def build():
+                try:
+                    index = await asyncio.to_thread(_build_content, catalog, self.settings.feed_content_index_max)
+                    self._content = (id(catalog), index)
+                except Exception:  # noqa: BLE001
+                    log.warning("content index build failed", exc_info=True)
+                finally:
+                    self._content_building = False
+
+            self._spawn(build())
+        return self._content[1] if self._content is not None else None
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- refill ---------------------------------------------------------------------------------
+
+    async def _viewer_facts(self, session: AsyncSession, user_id: str) -> tuple[frozenset, frozenset, frozenset]:
+        follows = frozenset((await session.scalars(select(Follow.followee_id).where(Follow.follower_id == user_id))).all())
+        blocks = (await session.execute(select(Block.blocker_id, Block.blocked_id).where(
+            or_(Block.blocker_id == user_id, Block.blocked_id == user_id)))).all()
+        blocked = frozenset(b if a == user_id else a for a, b in blocks)
+        seen = (await session.scalars(select(Impression.video_id).where(Impression.user_id == user_id)
+                                      .order_by(Impression.created_at.desc()).limit(SEEN_LOOKBACK))).all()
+        marked = (await session.scalars(select(NotInterested.video_id).where(NotInterested.user_id == user_id))).all()
+        return follows, blocked, frozenset(seen) | frozenset(marked)
+
+    async def rank(self, session: AsyncSession, db, viewer: User | None, *, region: str,
+                   previous_creators: list[str] = ()) -> tuple[list[Ranked], str, dict[str, str]]:
+        """Build a fresh ranked list for the viewer: (items, mode, dropped sources)."""
+        from clipfeed.feed.recsys.features import build_features
+        from clipfeed.feed.recsys.ranker import HeuristicRanker, weighted_score
+        from clipfeed.feed.recsys.registry import ModelUnavailable
+
+        settings = self.settings
+        now = time.time()
+        catalog = await self.catalog.get(settings, db, session)
+        user_id = viewer.id if viewer is not None else None
+        follows = blocked = exclude = frozenset()
+        profile = None
+        if user_id:
+            follows, blocked, exclude = await self._viewer_facts(session, user_id)
+            try:
+                profile = await load_user(session, self.store, user_id)
+            except Exception as exc:  # noqa: BLE001 - Redis down: serve without the profile
+                log.error("For You: feature store unavailable: %s", exc)
+                profile = None
+        dropped: dict[str, str] = {}
+        if user_id and profile is None:
+            dropped["feature_store"] = "unavailable"
+        ranker = collab = None
+        mode = PERSONALIZED
+        try:
+            ranker = await self.model("ranker")
+            collab = await self.model("collab")
+        except ModelUnavailable as exc:
+            mode = FALLBACK
+            dropped["models"] = str(exc)
+            ranker = collab = None
+        if "feature_store" in dropped:
+            mode = FALLBACK
+        if mode != FALLBACK and (profile is None or profile.event_count < settings.feed_cold_start_events):
+            mode = COLD_START
+        state = profile.to_state(follows) if profile is not None else None
+        ctx = SourceContext(
+            user_id=user_id, catalog=catalog, settings=settings, now=now, k=settings.feed_queue_size,
+            follows=follows, blocked=blocked, exclude=exclude,
+            creator_affinity=state.creator_affinity if state else {},
+            hashtag_affinity=state.hashtag_affinity if state else {},
+            sound_affinity=state.sound_affinity if state else {},
+            recent=state.recent if state else [],
+            trending=await trending.ranked_items(session, settings, "video", region),
+            collab=collab, content=self.content_index(catalog) if mode == PERSONALIZED else None)
+        wanted = [self.sources[name] for name in MODES_BY_SOURCES[mode]]
+        results, problems = await run_sources(wanted, ctx)
+        dropped.update(problems)
+
+        merged: dict[str, dict[str, float]] = {}
+        for name, candidates in results.items():
+            for candidate in candidates:
+                merged.setdefault(candidate.video_id, {})[candidate.source] = candidate.score
+        if not merged:
+            return [], mode, dropped
+        ids = list(merged)
+        metas = [catalog.videos[vid] for vid in ids]
+        try:
+            counters = self.store.videos(ids)
+            creators = self.store.creators(list({m.creator_id for m in metas}))
+        except Exception as exc:  # noqa: BLE001 - rank on the catalog's counters alone
+            log.error("For You: feature store unavailable: %s", exc)
+            counters, creators = {}, {}
+        from clipfeed.feed.recsys.features import UserState, VideoState
+
+        videos = []
+        for meta in metas:
+            live = counters.get(meta.video_id) or VideoCounters()
+            videos.append(VideoState(
+                video_id=meta.video_id, creator_id=meta.creator_id, hashtags=meta.hashtags, sound_id=meta.sound_id,
+                duration_s=(meta.duration_ms or 15_000) / 1000, age_s=max(0.0, now - meta.published_at),
+                impressions=live.impressions, views=max(meta.views, live.views), completions=live.completions,
+                likes=max(meta.likes, live.likes), shares=max(meta.shares, live.shares),
+                comments=max(meta.comments, live.comments), velocity=live.velocity_now(now)))
+        user_state = state or UserState(user_id=user_id or "")
+        collab_scores = short_scores = None
+        if collab is not None:
+            collab_scores = collab.scores(collab.user_vector(user_id) if user_id else None, ids)
+            recent = [(v, w) for v, w, _ in user_state.recent[:50] if w > 0]
+            short = collab.fold_in([v for v, _ in recent], [w for _, w in recent]) if recent else None
+            short_scores = collab.scores(short, ids) if short is not None else None
+            user_state.short_term_vector = short
+        X = build_features(user_state, videos, creators, collab_scores=collab_scores,
+                           source_ids=[set(merged[vid]) for vid in ids], now=now, short_term_scores=short_scores)
+        heads = (ranker or HeuristicRanker()).predict(X)
+        scores = weighted_score(heads, settings.feed_score_weights)
+
+        ranked = [Ranked(vid, meta.creator_id, float(scores[i]), meta.hashtags, tuple(sorted(merged[vid])),
+                         {**{f"head_{h}": round(float(p[i]), 5) for h, p in heads.items()},
+                          **{f"source_{s}": round(v, 5) for s, v in merged[vid].items()}})
+                  for i, (vid, meta) in enumerate(zip(ids, metas))]
+        ranked.sort(key=lambda r: (-r.score, r.video_id))
+        ranked = _reserve_exploration(ranked, settings.feed_exploration_share, settings.feed_queue_size)
+        return diversify(ranked, previous_creators=list(previous_creators), limit=settings.feed_queue_size), mode, dropped
+
+    async def refill(self, session: AsyncSession, db, viewer: User, queue: UserQueue, region: str) -> None:
+        items, mode, dropped = await self.rank(session, db, viewer, region=region,
+                                               previous_creators=queue.served_creators)
+        queue.items = [item for item in items if item.video_id not in queue.served_ids]
+        queue.mode, queue.dropped = mode, dropped
+        queue.events_seen = self._event_count(viewer.id)
+        queue.stale = False
+        queue.built_at = time.time()
+
+    async def _background_refill(self, db, viewer: User, queue: UserQueue, region: str) -> None:
+        try:
+            async with db.transaction() as session:
+                items, mode, dropped = await self.rank(session, db, viewer, region=region,
+                                                       previous_creators=queue.served_creators)
+            if not queue.stale:  # an event in between wins: the next page refills anyway
+                skip = {item.video_id for item in queue.items} | queue.served_ids
+                queue.items = (queue.items + [i for i in items if i.video_id not in skip])[:self.settings.feed_queue_size]
+                queue.mode, queue.dropped = mode, dropped
+        except Exception:  # noqa: BLE001 - the next page refills synchronously
+            log.warning("background For You refill failed", exc_info=True)
+        finally:
+            queue.refilling = False
+
+    def _event_count(self, user_id: str) -> int | None:
+        try:
+            return self.store.event_count(user_id)
+        except Exception:  # noqa: BLE001 - treated as "unknown"; the profile load logs outages
+            return None
+
+    def _queue(self, user_id: str) -> UserQueue:
+        with self._lock:
+            queue = self.queues.get(user_id)
+            if queue is None:
+                queue = self.queues[user_id] = UserQueue(stale=True)
+                while len(self.queues) > MAX_QUEUES:
+                    self.queues.popitem(last=False)
+            else:
+                self.queues.move_to_end(user_id)
+            return queue
+
+    # -- pages ----------------------------------------------------------------------------------
+
+    async def page(self, session: AsyncSession, db, viewer: User | None, *, limit: int, cursor: str | None,
+                   region: str | None) -> dict:
+        settings = self.settings
+        viewer_id = viewer.id if viewer is not None else None
+        position = decode_cursor(settings, cursor, viewer_id) if cursor else {"page": 0, "offset": 0}
+        region_code = trending.resolve_region(region, viewer)
+        if viewer is None:
+            return await self._anonymous_page(session, db, limit=limit, offset=position["offset"],
+                                              page_no=position["page"], region=region_code)
+        queue = self._queue(viewer.id)
+        if self.settings.redis_url and not queue.stale and queue.events_seen != self._event_count(viewer.id):
+            queue.stale = True  # the user's events were handled by another API process
+        if queue.stale or not queue.items:
+            await self.refill(session, db, viewer, queue, region_code)
+        picked: list[tuple[Ranked, object]] = []
+        refilled = False
+        while len(picked) < limit:
+            if not queue.items:
+                if refilled:
+                    break
+                await self.refill(session, db, viewer, queue, region_code)
+                refilled = True
+                if not queue.items:
+                    break
+            chunk = queue.items[:2 * limit]
+            found = await visible_ids(session, viewer.id, [item.video_id for item in chunk])
+            history = list(queue.served_creators) + [item.creator_id for item, _ in picked]
+            taken = set()
+            for item in chunk:
+                if len(picked) >= limit:
+                    break
+                video = found.get(item.video_id)
+                if video is None:
+                    taken.add(item.video_id)  # hidden since it was ranked: gone for good
+                    continue
+                if not fits_creator_rules(item, history):
+                    continue  # stays queued for a later slot
+                picked.append((item, video))
+                history.append(item.creator_id)
+                taken.add(item.video_id)
+            before = len(queue.items)
+            queue.items = [item for item in queue.items if item.video_id not in taken]
+            if len(queue.items) == before:  # nothing placeable in the queue: rank afresh
+                queue.items = []
+        if picked:
+            # The impression log is the arbiter of "seen": a video another request (a background
+            # refill racing this page, another server) already showed is dropped here.
+            fresh = await _record_impressions(session, viewer.id, [item.video_id for item, _ in picked])
+            if len(fresh) < len(picked):
+                history = list(queue.served_creators)
+                kept = []
+                for item, video in picked:
+                    if item.video_id in fresh and fits_creator_rules(item, history):
+                        kept.append((item, video))
+                        history.append(item.creator_id)
+                picked = kept
+            try:
+                self.store.add_impressions([item.video_id for item, _ in picked])
+            except Exception as exc:  # noqa: BLE001 - a lost counter tick, never a failed page
+                log.warning("For You: impressions not counted: %s", exc)
+        queue.served_creators = (queue.served_creators + [item.creator_id for item, _ in picked])[-20:]
+        if len(queue.served_ids) > SEEN_LOOKBACK:
+            queue.served_ids.clear()  # bounded; the impression log stays the arbiter
+        queue.served_ids.update(item.video_id for item, _ in picked)
+        if len(queue.items) < settings.feed_queue_low_water and not queue.refilling and not queue.stale:
+            queue.refilling = True
+            self._spawn(self._background_refill(db, viewer, queue, region_code))
+        next_cursor = encode_cursor(settings, viewer.id, position["page"] + 1) if picked else None
+        return {"items": picked, "mode": queue.mode, "next_cursor": next_cursor, "dropped": dict(queue.dropped)}
+
+    async def _anonymous_page(self, session: AsyncSession, db, *, limit: int, offset: int, page_no: int,
+                              region: str) -> dict:
+        cached = self._anon.get(region)
+        if cached is None or time.monotonic() - cached[0] > ANON_TTL_S or settings_refresh_always(self.settings):
+            items, _mode, _dropped = await self.rank(session, db, None, region=region)
+            cached = self._anon[region] = (time.monotonic(), items)
+        items = cached[1]
+        picked = []
+        position = offset
+        while len(picked) < limit and position < len(items):
+            chunk = items[position:position + 2 * limit]
+            found = await visible_ids(session, None, [item.video_id for item in chunk])
+            for item in chunk:
+                position += 1
+                video = found.get(item.video_id)
+                if video is not None:
+                    picked.append((item, video))
+                    if len(picked) == limit:
+                        break
+        next_cursor = encode_cursor(self.settings, None, page_no + 1, position) if position < len(items) else None
+        return {"items": picked, "mode": COLD_START, "next_cursor": next_cursor, "dropped": {}}
+
+
+def settings_refresh_always(settings: Settings) -> bool:
+    return settings.feed_catalog_refresh_s <= 0
+
+
+def _reserve_exploration(ranked: list[Ranked], share: float, size: int) -> list[Ranked]:
+    """Guarantee exploration candidates about `share` of the first `size` slots, evenly spread."""
+    if share <= 0:
+        return ranked
+    explore = [r for r in ranked if "exploration" in r.sources]
+    quota = min(len(explore), math.ceil(share * min(size, len(ranked))))
+    if quota == 0:
+        return ranked
+    reserved = explore[:quota]
+    reserved_ids = {r.video_id for r in reserved}
+    rest = [r for r in ranked if r.video_id not in reserved_ids]
+    step = max(1, int(round(1 / share)))
+    out: list[Ranked] = []
+    for item in rest:
+        if reserved and len(out) % step == step - 1:
+            out.append(reserved.pop(0))
+        out.append(item)
+    return out + reserved
+
+
+def _build_content(catalog: Catalog, limit: int):
+    from clipfeed.feed.recsys.content import ContentIndex, video_text
+
+    metas = sorted(catalog.videos.values(), key=lambda m: -m.published_at)[:limit]
+    return ContentIndex().build([m.video_id for m in metas], [video_text("", m.hashtags) for m in metas])
+
+
+async def _record_impressions(session: AsyncSession, user_id: str, video_ids: list[str]) -> set[str]:
+    """Insert the impressions; returns the ids that were new (not shown to the user before)."""
+    from clipfeed.db import utcnow
+    from clipfeed.social.interactions import insert_ignore
+
+    now = utcnow()
+    rows = [{"user_id": user_id, "video_id": vid, "created_at": now} for vid in video_ids]
+    inserted = await session.scalars(insert_ignore(session, Impression).values(rows).returning(Impression.video_id))
+    return set(inserted.all())
+
+
+_engines: dict[str, ForYouEngine] = {}
+_engines_lock = threading.Lock()
+
+
+def engine_for(settings: Settings, blob_store) -> ForYouEngine:
+    key = deployment_key(settings)
+    with _engines_lock:
+        engine = _engines.get(key)
+        if engine is None:
+            engine = _engines[key] = ForYouEngine(settings, blob_store)
+        return engine
+
+
+def drop_engine(settings: Settings) -> None:
+    with _engines_lock:
+        engine = _engines.pop(deployment_key(settings), None)
+    if engine is not None:
+        engine.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Not interested
+# ---------------------------------------------------------------------------------------------
+
+async def not_interested(session: AsyncSession, video_id: str, user: User) -> dict:
+    from clipfeed.social.interactions import insert_ignore, record_event
+
+    video = await media.get_visible(session, video_id, user)
+    inserted = await session.scalar(insert_ignore(session, NotInterested).values(
+        user_id=user.id, video_id=video.id, creator_id=video.owner_id).returning(NotInterested.video_id))
+    if inserted is not None:
+        record_event(session, "not_interested", video, user)
+    return {"video_id": video.id, "not_interested": True}
+
+
+def explain_item(item: Ranked) -> dict:
+    return {"sources": list(item.sources), "score": round(item.score, 6), "parts": item.parts}
+
+

@@ -1,0 +1,122 @@
+"""Content-based retrieval: text vectors of caption + hashtags (+ the spine's media features when
+stored), and an inner-product index over them.
+
+The default `HashingEmbedder` needs no model weights and no torch: signed feature hashing of
+words, hashtags (weighted double) and character trigrams into 128 dims, L2-normalised. A
+sentence-embedding model can replace it behind the same `Embedder` protocol.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from collections.abc import Iterable, Sequence
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from clipfeed.feed.recsys.collaborative import _build_index, _search
+
+_WORD = re.compile(r"[#@]?\w+", re.UNICODE)
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    dim: int
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """[len(texts), dim] float32, rows L2-normalised (zero rows for empty text)."""
+        ...
+
+
+class HashingEmbedder:
+    def __init__(self, dim: int = 128, trigrams: bool = True):
+        self.dim = dim
+        self.trigrams = trigrams
+
+    def _features(self, text: str) -> Iterable[tuple[str, float]]:
+        for token in _WORD.findall(text.casefold()):
+            if token.startswith("#"):
+                yield "t:" + token[1:], 2.0
+                token = token[1:]
+            elif token.startswith("@"):
+                yield "m:" + token[1:], 1.0
+                continue
+            yield "w:" + token, 1.0
+            if self.trigrams and len(token) > 3:
+                padded = f"<{token}>"
+                for i in range(len(padded) - 2):
+                    yield "c:" + padded[i:i + 3], 0.3
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for row, text in enumerate(texts):
+            for feature, weight in self._features(text or ""):
+                h = zlib.crc32(feature.encode())
+                out[row, h % self.dim] += weight if (h >> 31) & 1 else -weight
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        np.divide(out, norms, out=out, where=norms > 0)
+        return out
+
+
+def video_text(caption: str | None, hashtags: Iterable[str] = ()) -> str:
+    """The text a video is embedded from: its caption plus its hashtags as #tags."""
+    tags = " ".join(f"#{t}" for t in hashtags)
+    return f"{caption or ''} {tags}".strip()
+
+
+class ContentIndex:
+    """Video vectors and an ANN index over them. Vectors are the text embedding, optionally
+    concatenated with (normalised, down-weighted) media features."""
+
+    def __init__(self, embedder: Embedder | None = None, *, media_weight: float = 0.5, hnsw_threshold: int = 50_000):
+        self.embedder = embedder or HashingEmbedder()
+        self.media_weight = media_weight
+        self.hnsw_threshold = hnsw_threshold
+        self.ids: list[str] = []
+        self.index_of: dict[str, int] = {}
+        self.vectors = np.zeros((0, self.embedder.dim), dtype=np.float32)
+        self._ann = None
+
+    def build(self, video_ids: Sequence[str], texts: Sequence[str],
+              media_features: np.ndarray | None = None) -> ContentIndex:
+        vectors = self.embedder.embed(texts)
+        if media_features is not None and len(media_features):
+            media = np.asarray(media_features, dtype=np.float32)
+            media = (media - media.mean(axis=0)) / (media.std(axis=0) + 1e-6)
+            norms = np.linalg.norm(media, axis=1, keepdims=True)
+            np.divide(media, norms, out=media, where=norms > 0)
+            vectors = np.hstack([vectors, self.media_weight * media])
+            norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+            np.divide(vectors, norms, out=vectors, where=norms > 0)
+        self.ids = list(video_ids)
+        self.index_of = {v: i for i, v in enumerate(self.ids)}
+        self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        self._ann = None
+        return self
+
+    def vector(self, video_id: str) -> np.ndarray | None:
+        i = self.index_of.get(video_id)
+        return None if i is None else self.vectors[i]
+
+    def profile(self, video_ids: Sequence[str], weights: Sequence[float] | None = None) -> np.ndarray | None:
+        """A user's content vector: the weighted mean of the vectors of what they engaged with."""
+        idx, ws = [], []
+        for j, v in enumerate(video_ids):
+            i = self.index_of.get(v)
+            w = 1.0 if weights is None else float(weights[j])
+            if i is not None and w > 0:
+                idx.append(i)
+                ws.append(w)
+        if not idx:
+            return None
+        vec = np.average(self.vectors[idx], axis=0, weights=ws).astype(np.float32)
+        n = float(np.linalg.norm(vec))
+        return vec / n if n > 0 else None
+
+    def nearest(self, vector: np.ndarray, k: int, exclude: Iterable[str] = ()) -> list[tuple[str, float]]:
+        if vector is None or not self.ids or k <= 0:
+            return []
+        if self._ann is None:
+            self._ann = _build_index(self.vectors, self.hnsw_threshold)
+        return _search(self._ann, vector, k, set(exclude), self.ids)

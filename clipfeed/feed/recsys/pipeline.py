@@ -1,0 +1,439 @@
+"""The full clipfeed pipeline, offline: multi-source candidates -> `build_features` -> the
+LightGBM ranker -> weighted-sum score -> diversity re-ranking.
+
+`LogState` turns a (training) log into exactly the states the online feature store serves
+(UserState / VideoState / CreatorState), so the ranker learns offline from the same features it
+is served with. `ClipfeedRecommender` is evaluated beside the baselines: its ranker is trained on
+the last part of each user's training interactions (labels) with every source fitted on the
+part before it, then the sources are refitted on all of the training data for the final ranking.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from clipfeed.feed.recsys.baselines import ALS, Interactions, ItemKNN, top_k_excluding
+from clipfeed.feed.recsys.collaborative import CollaborativeModel
+from clipfeed.feed.recsys.content import ContentIndex, video_text
+from clipfeed.feed.recsys.dataset import InteractionLog, temporal_split
+from clipfeed.feed.recsys.features import CreatorState, UserState, VideoState, build_features
+from clipfeed.feed.recsys.ranker import HEADS, HeuristicRanker, LightGBMRanker, Ranker, weighted_score
+
+DEFAULT_WEIGHTS = {"completion": 1.0, "like": 2.0, "share": 3.0, "follow": 4.0}
+# Per-source candidate counts (the online sources have the same names, see features.SOURCE_NAMES).
+SOURCE_SIZES = {"collaborative": 150, "short_term": 60, "itemknn": 150, "content": 80, "trending": 150,
+                "affinity": 80, "following": 30}
+TRENDING_HALF_LIFE_S = 3 * 86_400.0
+RECENT_ITEMS = 50
+SHORT_TERM_ITEMS = 10
+# What a skip (left within 2 s) subtracts from a user's affinity to the creator/hashtags/sound.
+SKIP_PENALTY = 0.3
+
+
+@dataclass
+class Sources:
+    """Fitted retrieval models over one log. Any of them may be None (e.g. no metadata)."""
+
+    collab: CollaborativeModel | None
+    itemknn: ItemKNN | None
+    content: ContentIndex | None
+
+
+class LogState:
+    """Users, videos and creators as the feature store would hold them at the end of `log`."""
+
+    def __init__(self, log: InteractionLog, catalogue: Sequence[str], *, sources: Sources, now: float | None = None,
+                 skip_penalty: float = SKIP_PENALTY, velocity_half_life_s: float = TRENDING_HALF_LIFE_S,
+                 online_sources: bool = False):
+        """`online_sources`: name candidates only as the online sources do (the short-term
+        collaborative list counts as "collaborative"), for rankers that will be served."""
+        self.skip_penalty = skip_penalty
+        self.velocity_half_life_s = velocity_half_life_s
+        self.short_term_name = "collaborative" if online_sources else "short_term"
+        self.log = log
+        self.catalogue = list(catalogue)
+        self.sources = sources
+        self.now = float(log.ts.max()) if now is None and len(log) else float(now or 0.0)
+        self.meta = log.items or {}
+        self._video_states: list[VideoState] | None = None
+        self.data = Interactions(log, self.catalogue)
+        self._build_videos()
+        self._build_users()
+
+    # -- videos and creators -------------------------------------------------------------------
+
+    def _build_videos(self) -> None:
+        log, n = self.log, len(self.catalogue)
+        col = np.fromiter((self.data.item_index[v] for v in log.item), dtype=np.int64, count=len(log))
+        flag = log.flags.get
+        skipped = flag("skipped", np.zeros(len(log), bool))
+        completed = flag("completed", log.positive)
+
+        def count(mask) -> np.ndarray:
+            return np.bincount(col, weights=np.asarray(mask, np.float64), minlength=n)
+
+        self.impressions = np.bincount(col, minlength=n).astype(np.float64)
+        self.views = count(~skipped)
+        self.completions = count(completed)
+        self.likes = count(flag("liked", np.zeros(len(log), bool)))
+        self.shares = count(flag("shared", np.zeros(len(log), bool)))
+        self.comments = count(flag("commented", np.zeros(len(log), bool)))
+        decay = np.exp2(-(self.now - log.ts) / self.velocity_half_life_s)
+        self.velocity = np.bincount(col, weights=log.positive * decay, minlength=n)
+        self.trending = top_k_excluding(self.velocity, np.zeros(0, np.int64), SOURCE_SIZES["trending"] * 3)
+
+        self.creator_of = [self.meta[v].creator_id if v in self.meta else "" for v in self.catalogue]
+        followed = flag("followed", np.zeros(len(log), bool))
+        creator_followers: dict[str, set] = defaultdict(set)
+        for u, v in zip(log.user[followed], log.item[followed]):
+            creator_followers[self.creator_of[self.data.item_index[v]]].add(u)
+        by_creator: dict[str, list[int]] = defaultdict(list)
+        for i, c in enumerate(self.creator_of):
+            if c:
+                by_creator[c].append(i)
+        self.videos_of_creator = {c: np.array(ix) for c, ix in by_creator.items()}
+        self.creators = {
+            c: CreatorState(c, followers=len(creator_followers.get(c, ())),
+                            completion_rate=float(self.completions[ix].sum() / max(self.views[ix].sum(), 1.0)),
+                            video_count=len(ix))
+            for c, ix in self.videos_of_creator.items()}
+        by_tag: dict[str, list[int]] = defaultdict(list)
+        for i, v in enumerate(self.catalogue):
+            for tag in self.meta[v].hashtags if v in self.meta else ():
+                by_tag[tag].append(i)
+        self.videos_of_tag = {t: np.array(ix) for t, ix in by_tag.items()}
+
+    def video_states(self, rows: np.ndarray) -> list[VideoState]:
+        if self._video_states is None:
+            self._video_states = self._all_video_states()
+        return [self._video_states[i] for i in rows]
+
+    def _all_video_states(self) -> list[VideoState]:
+        out = []
+        content = self.sources.content
+        for i in range(len(self.catalogue)):
+            vid = self.catalogue[i]
+            m = self.meta.get(vid)
+            out.append(VideoState(
+                video_id=vid, creator_id=self.creator_of[i], hashtags=m.hashtags if m else (),
+                sound_id=m.sound_id if m else None, duration_s=m.duration_s if m else 15.0,
+                age_s=max(self.now - m.created_ts, 0.0) if m and m.created_ts else 0.0,
+                impressions=int(self.impressions[i]), views=int(self.views[i]), completions=int(self.completions[i]),
+                likes=int(self.likes[i]), shares=int(self.shares[i]), comments=int(self.comments[i]),
+                velocity=float(self.velocity[i]), text_vector=content.vector(vid) if content else None))
+        return out
+
+    # -- users -----------------------------------------------------------------------------------
+
+    def _build_users(self) -> None:
+        log = self.log
+        ordered = np.lexsort((log.ts, log.user.astype(str)))
+        users = log.user[ordered]
+        bounds = np.flatnonzero(users[1:] != users[:-1]) + 1
+        self._user_rows = {users[s]: ordered[s:e] for s, e in zip(np.r_[0, bounds], np.r_[bounds, len(users)])
+                           } if len(users) else {}
+        self._user_cache: dict[str, UserState] = {}
+        self._knn_user: str | None = None
+        self._knn: np.ndarray | None = None
+
+    def user_state(self, user: str) -> UserState:
+        cached = self._user_cache.get(user)
+        if cached is not None:
+            return cached
+        log, rows = self.log, self._user_rows.get(user, np.zeros(0, np.int64))
+        rows = rows[::-1]  # newest first
+        skipped = log.flags["skipped"][rows] if "skipped" in log.flags else np.zeros(len(rows), bool)
+        followed = log.flags["followed"][rows] if "followed" in log.flags else np.zeros(len(rows), bool)
+        signal = log.weight[rows] - self.skip_penalty * skipped
+        creator_aff: dict[str, float] = defaultdict(float)
+        tag_aff: dict[str, float] = defaultdict(float)
+        sound_aff: dict[str, float] = defaultdict(float)
+        follows = set()
+        for vid, s, f in zip(log.item[rows], signal, followed):
+            m = self.meta.get(vid)
+            if m is None:
+                continue
+            creator_aff[m.creator_id] += s
+            for t in m.hashtags:
+                tag_aff[t] += s
+            if m.sound_id:
+                sound_aff[m.sound_id] += s
+            if f:
+                follows.add(m.creator_id)
+        recent = [(v, float(w), float(t)) for v, w, t in
+                  zip(log.item[rows[:RECENT_ITEMS]], log.weight[rows[:RECENT_ITEMS]], log.ts[rows[:RECENT_ITEMS]])]
+        positives = [(v, w) for v, w, _ in recent if w > 0]
+        short_term = None
+        if self.sources.collab is not None and positives:
+            ids, ws = zip(*positives[:SHORT_TERM_ITEMS])
+            short_term = self.sources.collab.fold_in(ids, ws)
+        content_vector = None
+        if self.sources.content is not None and positives:
+            ids, ws = zip(*positives[:20])
+            content_vector = self.sources.content.profile(ids, ws)
+        state = UserState(user_id=user, recent=recent, creator_affinity=dict(creator_aff),
+                          hashtag_affinity=dict(tag_aff), sound_affinity=dict(sound_aff), follows=frozenset(follows),
+                          event_count=len(rows), short_term_vector=short_term, content_vector=content_vector)
+        self._user_cache[user] = state
+        return state
+
+    # -- candidates ------------------------------------------------------------------------------
+
+    def candidates(self, user: str) -> tuple[np.ndarray, list[set[str]]]:
+        """Catalogue rows proposed by the sources for `user` (unseen only), with their sources."""
+        seen = set(self.data.seen_items(user).tolist())
+        found: dict[int, set[str]] = defaultdict(set)
+        index = self.data.item_index
+
+        def add(name: str, rows) -> None:
+            taken = 0
+            for r in rows:
+                r = int(r)
+                if r in seen:
+                    continue
+                found[r].add(name)
+                taken += 1
+                if taken >= SOURCE_SIZES.get(name, SOURCE_SIZES["short_term"]):
+                    break
+
+        state = self.user_state(user)
+        seen_ids = [self.catalogue[r] for r in seen]
+        collab, knn, content = self.sources.collab, self.sources.itemknn, self.sources.content
+        if collab is not None:
+            vec = collab.user_vector(user)
+            if vec is not None:
+                add("collaborative", (index[v] for v, _ in collab.nearest(vec, SOURCE_SIZES["collaborative"], seen_ids)
+                                      if v in index))
+            if state.short_term_vector is not None:
+                add(self.short_term_name, (index[v] for v, _ in collab.nearest(state.short_term_vector,
+                                                                         SOURCE_SIZES["short_term"], seen_ids)
+                                   if v in index))
+        if knn is not None:
+            scores = self.knn_scores(user)
+            if scores is not None:
+                add("itemknn", top_k_excluding(scores, np.fromiter(seen, np.int64, len(seen)), SOURCE_SIZES["itemknn"]))
+        if content is not None and state.content_vector is not None:
+            add("content", (index[v] for v, _ in content.nearest(state.content_vector, SOURCE_SIZES["content"], seen_ids)
+                            if v in index))
+        add("trending", self.trending)
+        affinity_rows = self._affinity_rows(state)
+        if len(affinity_rows):
+            add("affinity", affinity_rows)
+        if state.follows:
+            pool = np.concatenate([self.videos_of_creator.get(c, np.zeros(0, np.int64)) for c in state.follows])
+            add("following", pool[np.argsort(-self.velocity[pool], kind="stable")])
+        rows = np.fromiter(found, dtype=np.int64, count=len(found))
+        return rows, [found[r] for r in rows]
+
+    def _affinity_rows(self, state: UserState) -> np.ndarray:
+        """Best-performing videos of the user's top creators and hashtags."""
+        pools = []
+        for name, _ in sorted(state.creator_affinity.items(), key=lambda kv: -kv[1])[:3]:
+            if state.creator_affinity[name] > 0 and name in self.videos_of_creator:
+                pools.append(self.videos_of_creator[name])
+        for tag, _ in sorted(state.hashtag_affinity.items(), key=lambda kv: -kv[1])[:3]:
+            if state.hashtag_affinity[tag] > 0 and tag in self.videos_of_tag:
+                pools.append(self.videos_of_tag[tag])
+        if not pools:
+            return np.zeros(0, np.int64)
+        pool = np.unique(np.concatenate(pools))
+        rate = (self.completions[pool] + 3.5) / (self.views[pool] + 10.0)
+        return pool[np.argsort(-(rate * np.log1p(self.views[pool] + 1)), kind="stable")]
+
+    def knn_scores(self, user: str) -> np.ndarray | None:
+        if self._knn_user != user:
+            self._knn_user, self._knn = user, self.sources.itemknn.scores_for(user)
+        return self._knn
+
+    def features(self, user: str, rows: np.ndarray, sources: list[set[str]]) -> np.ndarray:
+        state = self.user_state(user)
+        videos = self.video_states(rows)
+        ids = [self.catalogue[r] for r in rows]
+        collab = self.sources.collab
+        collab_scores = short_scores = knn_scores = None
+        if self.sources.itemknn is not None:
+            all_knn = self.knn_scores(user)
+            if all_knn is not None:
+                knn_scores = all_knn[rows]
+        if collab is not None:
+            collab_scores = collab.scores(collab.user_vector(user), ids)
+            short_scores = collab.scores(state.short_term_vector, ids)
+        return build_features(state, videos, self.creators, collab_scores=collab_scores, source_ids=sources,
+                              now=self.now, short_term_scores=short_scores, itemknn_scores=knn_scores)
+
+
+def fit_sources(log: InteractionLog, catalogue: Sequence[str], *, als_params: dict, seed: int = 0,
+                use_itemknn: bool = True) -> Sources:
+    collab = CollaborativeModel(seed=seed, **als_params).fit(log.user, log.item, log.weight)
+    knn = ItemKNN().fit(log, catalogue) if use_itemknn else None
+    content = None
+    if log.items:
+        ids = [v for v in catalogue if v in log.items]
+        texts = [video_text(log.items[v].caption, log.items[v].hashtags) for v in ids]
+        if any(texts):
+            content = ContentIndex().build(ids, texts)
+    return Sources(collab, knn, content)
+
+
+def diversify(ranked: Sequence[str], creator_of: Mapping[str, str], *, window: int = 10, per_window: int = 2,
+              limit: int | None = None) -> list[str]:
+    """Greedy re-rank: never the same creator twice in a row, at most `per_window` times in any
+    `window` consecutive slots. An item that cannot be placed yet waits for a later slot; if
+    nothing fits, the best waiting item is placed (better a repeat than a short page)."""
+    out: list[str] = []
+    pending = list(ranked)
+    limit = len(pending) if limit is None else min(limit, len(pending))
+    while len(out) < limit and pending:
+        recent = [creator_of.get(v, "") for v in out[-(window - 1):]] if window > 1 else []
+        pick = 0
+        for j, v in enumerate(pending):
+            c = creator_of.get(v, "")
+            if not c or ((not out or creator_of.get(out[-1], "") != c) and recent.count(c) < per_window):
+                pick = j
+                break
+        out.append(pending.pop(pick))
+    return out
+
+
+def _labels(later: InteractionLog, seen_before: Mapping[str, set]) -> dict[str, dict[str, dict[str, bool]]]:
+    """user -> item -> head -> label, from the interactions after the ranker's feature cut."""
+    flags = later.flags
+    heads = {"completion": later.positive,
+             "like": flags.get("liked", later.weight > 1.0),
+             "share": flags.get("shared", np.zeros(len(later), bool)),
+             "follow": flags.get("followed", np.zeros(len(later), bool))}
+    out: dict[str, dict[str, dict[str, bool]]] = defaultdict(dict)
+    for j, (u, v) in enumerate(zip(later.user, later.item)):
+        if v in seen_before.get(u, ()):
+            continue
+        entry = out[u].setdefault(v, {h: False for h in HEADS})
+        for h in HEADS:
+            entry[h] = entry[h] or bool(heads[h][j])
+    return out
+
+
+class ClipfeedRecommender:
+    name = "clipfeed"
+
+    def __init__(self, *, weights: Mapping[str, float] | None = None, seed: int = 0, label_fractions: Sequence[float] = (0.25, 0.45),
+                 negatives_per_user: int = 60, n_estimators: int = 150, use_itemknn: bool = True,
+                 als_params: dict | None = None, diversity: bool = True, learn_to_rank: bool = True,
+                 state_options: Mapping | None = None):
+        """`state_options` go to every LogState (e.g. the online event weights for training)."""
+        self.state_options = dict(state_options or {})
+        self.learn_to_rank = learn_to_rank
+        self.weights = dict(weights or DEFAULT_WEIGHTS)
+        self.seed = seed
+        self.label_fractions = tuple(label_fractions)
+        self.negatives_per_user = negatives_per_user
+        self.n_estimators = n_estimators
+        self.use_itemknn = use_itemknn
+        self.als_params = als_params
+        self.diversity = diversity
+        self.ranker: Ranker = HeuristicRanker()
+
+    def fit(self, train: InteractionLog, catalogue: Sequence[str]) -> ClipfeedRecommender:
+        if self.als_params is None:
+            self.als_params = ALS(seed=self.seed).fit(train, catalogue).params
+        self.ranker = self.train_ranker(train, catalogue)
+        self.state = LogState(train, catalogue, sources=fit_sources(train, catalogue, als_params=self.als_params,
+                                                                    seed=self.seed, use_itemknn=self.use_itemknn),
+                              **self.state_options)
+        return self
+
+    def ranker_dataset(self, train: InteractionLog, catalogue: Sequence[str]
+                       ) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
+        """Features of every user's candidates at inner cuts of `train`, labelled by what the user
+        did after the cut. Several cuts (`label_fractions`) multiply the scarce positive labels.
+        Returns (X, labels per head, group id per row; rows of a group are contiguous)."""
+        blocks, ys, groups = [], {h: [] for h in HEADS}, []
+        group = 0
+        for cut, fraction in enumerate(self.label_fractions):
+            X, y, g = self._cut_dataset(train, catalogue, fraction, seed=self.seed + cut)
+            if len(X):
+                blocks.append(X)
+                for h in HEADS:
+                    ys[h].append(y[h])
+                groups.append(g + group)
+                group += int(g.max()) + 1
+        if not blocks:
+            return np.zeros((0, 0), np.float32), {}, np.zeros(0, np.int64)
+        return np.vstack(blocks), {h: np.concatenate(ys[h]) for h in HEADS}, np.concatenate(groups)
+
+    def _cut_dataset(self, train: InteractionLog, catalogue: Sequence[str], label_fraction: float, *, seed: int):
+        inner = temporal_split(train, 1.0 - label_fraction)
+        state = LogState(inner.train, catalogue, sources=fit_sources(inner.train, catalogue, als_params=self.als_params,
+                                                                     seed=self.seed, use_itemknn=self.use_itemknn),
+                         **self.state_options)
+        seen_before: dict[str, set] = defaultdict(set)
+        for u, v in zip(inner.train.user, inner.train.item):
+            seen_before[u].add(v)
+        labels = _labels(inner.test, seen_before)
+        rng = np.random.default_rng(seed)
+        blocks, ys, groups = [], {h: [] for h in HEADS}, []
+        for g, user in enumerate(sorted(labels)):
+            if user not in state._user_rows:
+                continue
+            rows, sources = state.candidates(user)
+            if not len(rows):
+                continue
+            user_labels = labels[user]
+            ids = [catalogue[r] for r in rows]
+            pos = np.array([user_labels.get(v, {}).get("completion", False) for v in ids])
+            if not pos.any():
+                continue
+            # Keep every positive and exposed item, sample the rest: most candidates are unlabeled.
+            exposed = np.array([v in user_labels for v in ids])
+            other = np.flatnonzero(~exposed)
+            keep = np.concatenate([np.flatnonzero(exposed),
+                                   rng.choice(other, size=min(len(other), self.negatives_per_user), replace=False)])
+            keep.sort()
+            blocks.append(state.features(user, rows[keep], [sources[i] for i in keep]))
+            for h in HEADS:
+                ys[h].append(np.array([user_labels.get(ids[i], {}).get(h, False) for i in keep], dtype=np.float32))
+            groups.append(np.full(len(keep), g))
+        if not blocks:
+            return np.zeros((0, 0), np.float32), {}, np.zeros(0, np.int64)
+        return np.vstack(blocks), {h: np.concatenate(ys[h]) for h in HEADS}, np.concatenate(groups)
+
+    def train_ranker(self, train: InteractionLog, catalogue: Sequence[str]) -> Ranker:
+        X, y, groups = self.ranker_dataset(train, catalogue)
+        if len(X) == 0 or y["completion"].sum() < 10:
+            return HeuristicRanker()
+        # Hold out a fifth of the users for early stopping.
+        valid_users = np.random.default_rng(self.seed).random(groups.max() + 1) < 0.2
+        is_valid = valid_users[groups]
+        ranker = LightGBMRanker(n_estimators=self.n_estimators, seed=self.seed)
+        ranker.fit(X[~is_valid], {h: v[~is_valid] for h, v in y.items()},
+                   valid=(X[is_valid], {h: v[is_valid] for h, v in y.items()}),
+                   groups=groups[~is_valid] if self.learn_to_rank else None,
+                   valid_groups=groups[is_valid] if self.learn_to_rank else None)
+        return ranker
+
+    def recommend(self, users: Sequence[str], k: int) -> dict[str, list[str]]:
+        state = self.state
+        per_user, blocks = [], []
+        for user in users:
+            rows, sources = state.candidates(user)
+            per_user.append(rows)
+            if len(rows):
+                blocks.append(state.features(user, rows, sources))
+        # One ranker call for everyone: LightGBM's per-call overhead dominates small batches.
+        scores = weighted_score(self.ranker.predict(np.vstack(blocks)), self.weights) if blocks else np.zeros(0)
+        out, offset = {}, 0
+        for user, rows in zip(users, per_user):
+            s = scores[offset:offset + len(rows)]
+            offset += len(rows)
+            ranked = [state.catalogue[rows[i]] for i in np.argsort(-s, kind="stable")]
+            if len(ranked) < k:  # thin candidate set: fill from popularity
+                have = set(ranked) | {state.catalogue[r] for r in state.data.seen_items(user)}
+                ranked += [state.catalogue[r] for r in state.trending if state.catalogue[r] not in have][:k - len(ranked)]
+            if self.diversity:
+                creator_of = {v: state.creator_of[state.data.item_index[v]] for v in ranked[:3 * k]}
+                ranked = diversify(ranked[:3 * k], creator_of, limit=k)
+            out[user] = ranked[:k]
+        return out

@@ -1,0 +1,121 @@
+"""Re-ranking: turn a scored candidate list into a feed order people want to swipe through.
+
+Hard rules (never broken): the same creator never twice in a row, and at most
+``MAX_PER_WINDOW`` videos of one creator in any ``WINDOW`` consecutive items — across page
+boundaries too, since the caller passes the creators of what was served last. Soft rule: topic
+spread — an item whose hashtags already appear ``MAX_TAG_PER_WINDOW`` times in the window is
+passed over while a comparable item without that problem exists.
+
+What a viewer may not see (seen before, marked not interested, hidden, blocked, not ready,
+rejected) is removed before and after ranking: ``SourceContext.allowed`` on the catalog's facts,
+then ``visible_ids`` against the database at serving time (the rules of
+``clipfeed.media.service.listed_filter``).
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from dataclasses import dataclass, field
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from clipfeed.media import service as media
+from clipfeed.media.models import Video
+
+WINDOW = 10
+MAX_PER_WINDOW = 2
+MAX_TAG_PER_WINDOW = 5  # a topic may fill at most half the window: spread without muting a taste
+LOOKAHEAD = 60  # how far down the list a slot looks for an item that fits the rules
+
+
+@dataclass
+class Ranked:
+    video_id: str
+    creator_id: str
+    score: float
+    hashtags: tuple[str, ...] = ()
+    sources: tuple[str, ...] = ()
+    parts: dict[str, float] = field(default_factory=dict)
+
+
+def fits_creator_rules(item: Ranked, history: list[Ranked | str]) -> bool:
+    creators = [h if isinstance(h, str) else h.creator_id for h in history[-(WINDOW - 1):]]
+    if creators and creators[-1] == item.creator_id:
+        return False
+    return creators.count(item.creator_id) < MAX_PER_WINDOW
+
+
+class _Window:
+    """Creators and hashtags of the last WINDOW - 1 placed items, with counts (O(1) checks)."""
+
+    def __init__(self, history: list[Ranked | str]):
+        self.items: deque[tuple[str, tuple[str, ...]]] = deque()
+        self.creators: Counter[str] = Counter()
+        self.tags: Counter[str] = Counter()
+        for entry in history[-(WINDOW - 1):]:
+            self.push(entry if isinstance(entry, str) else entry.creator_id,
+                      () if isinstance(entry, str) else entry.hashtags)
+
+    def push(self, creator: str, hashtags: tuple[str, ...]) -> None:
+        self.items.append((creator, hashtags))
+        self.creators[creator] += 1
+        self.tags.update(hashtags)
+        if len(self.items) > WINDOW - 1:
+            old_creator, old_tags = self.items.popleft()
+            self.creators[old_creator] -= 1
+            self.tags.subtract(old_tags)
+
+    def fits(self, item: Ranked) -> bool:
+        if self.items and self.items[-1][0] == item.creator_id:
+            return False
+        return self.creators[item.creator_id] < MAX_PER_WINDOW
+
+    def spread_ok(self, item: Ranked) -> bool:
+        return all(self.tags[tag] < MAX_TAG_PER_WINDOW for tag in item.hashtags)
+
+
+def diversify(items: list[Ranked], *, previous_creators: list[str] = (), limit: int | None = None) -> list[Ranked]:
+    """Reorder best-first `items` under the rules (at most `limit` of them); items that cannot
+    be placed are dropped (the next refill brings other creators)."""
+    remaining = list(items)
+    window = _Window(list(previous_creators))
+    out: list[Ranked] = []
+    limit = len(items) if limit is None else limit
+    while remaining and len(out) < limit:
+        chosen = fallback = None
+        for index, item in enumerate(remaining[:LOOKAHEAD]):
+            if not window.fits(item):
+                continue
+            if window.spread_ok(item):
+                chosen = index
+                break
+            if fallback is None:
+                fallback = index
+        if chosen is None:
+            chosen = fallback
+        if chosen is None:
+            break
+        item = remaining.pop(chosen)
+        out.append(item)
+        window.push(item.creator_id, item.hashtags)
+    return out
+
+
+def respects_creator_rules(creators: list[str]) -> bool:
+    """The hard rules over a served sequence (used by tests and assertions)."""
+    for i, creator in enumerate(creators):
+        if i and creators[i - 1] == creator:
+            return False
+        if creators[max(0, i - WINDOW + 1):i + 1].count(creator) > MAX_PER_WINDOW:
+            return False
+    return True
+
+
+async def visible_ids(session: AsyncSession, viewer_id: str | None, video_ids: list[str]) -> dict[str, Video]:
+    """The videos among `video_ids` that the viewer may see in a list right now (ready, public or
+    followers-only for followers, no block either way), one query."""
+    if not video_ids:
+        return {}
+    rows = (await session.scalars(select(Video).where(Video.id.in_(video_ids), media.listed_filter(viewer_id)))).all()
+    return {video.id: video for video in rows}

@@ -1,0 +1,380 @@
+"""Candidate sources for the For You feed, and the in-memory catalog they draw from.
+
+The catalog is the candidate universe: the most recent ``feed_catalog_size`` ready videos that can
+appear in a feed (public, or followers-only for followers), with their creator, hashtags, sound,
+duration, counters and indexes by creator / hashtag / sound, plus the pool of fresh uploads with
+few views. It is loaded from the database in one pass and replaced every
+``feed_catalog_refresh_s`` seconds in the background, so a source never waits on SQL: each one
+returns scored ids from memory, a model, or an ANN index within its time budget.
+
+Every source follows one protocol (``CandidateSource``: ``name``, ``budget_ms``,
+``async candidates(ctx) -> list[Candidate]``) and one contract (tests/feed/test_sources_contract.py):
+it answers within its budget, returns only videos the viewer may see (``ctx.allowed``), never
+the same id twice, and an empty list on an empty platform. Visibility is checked again against
+the database when a page is served, so a catalog that is a few seconds stale cannot leak.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from clipfeed.config import Settings
+from clipfeed.media.models import Video, VideoStatus, Visibility
+from clipfeed.social.models import Hashtag, VideoHashtag
+
+log = logging.getLogger("clipfeed.feed.sources")
+
+PER_CREATOR = 20   # newest ids kept per creator index entry
+PER_TAG = 300
+PER_SOUND = 200
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    video_id: str
+    score: float
+    source: str
+
+
+@dataclass(slots=True)
+class VideoMeta:
+    video_id: str
+    creator_id: str
+    visibility: str
+    hashtags: tuple[str, ...]
+    sound_id: str | None
+    duration_ms: int
+    published_at: float
+    views: int
+    likes: int
+    shares: int
+    comments: int
+
+
+class Catalog:
+    """An immutable snapshot; a refresh builds a new one and swaps it in."""
+
+    def __init__(self, videos: dict[str, VideoMeta], *, fresh_hours: float, fresh_max_views: int,
+                 loaded_at: float | None = None):
+        self.videos = videos
+        self.loaded_at = loaded_at or time.time()
+        by_creator: dict[str, list[str]] = defaultdict(list)
+        by_tag: dict[str, list[str]] = defaultdict(list)
+        by_sound: dict[str, list[str]] = defaultdict(list)
+        fresh_after = self.loaded_at - fresh_hours * 3600
+        fresh: list[str] = []
+        # Newest first: the indexes keep the most recent ids of each key.
+        for meta in sorted(videos.values(), key=lambda m: -m.published_at):
+            if len(by_creator[meta.creator_id]) < PER_CREATOR:
+                by_creator[meta.creator_id].append(meta.video_id)
+            if meta.visibility != Visibility.PUBLIC:
+                continue
+            for tag in meta.hashtags:
+                if len(by_tag[tag]) < PER_TAG:
+                    by_tag[tag].append(meta.video_id)
+            if meta.sound_id and len(by_sound[meta.sound_id]) < PER_SOUND:
+                by_sound[meta.sound_id].append(meta.video_id)
+            if meta.published_at >= fresh_after and meta.views < fresh_max_views:
+                fresh.append(meta.video_id)
+        self.by_creator, self.by_tag, self.by_sound = dict(by_creator), dict(by_tag), dict(by_sound)
+        self.fresh = fresh
+        popular = [m for m in videos.values() if m.visibility == Visibility.PUBLIC]
+        popular.sort(key=lambda m: -(m.views + 3 * m.likes + 5 * m.shares + 4 * m.comments))
+        self.popular = [m.video_id for m in popular[:500]]
+
+    def __len__(self) -> int:
+        return len(self.videos)
+
+
+async def load_catalog(session: AsyncSession, settings: Settings) -> Catalog:
+    limit = settings.feed_catalog_size
+    rows = (await session.execute(
+        select(Video.id, Video.owner_id, Video.visibility, Video.sound_id, Video.duration_ms, Video.published_at,
+               Video.view_count, Video.like_count, Video.share_count, Video.comment_count)
+        .where(Video.status == VideoStatus.READY,
+               Video.visibility.in_((Visibility.PUBLIC, Visibility.FOLLOWERS)),
+               Video.published_at.is_not(None))
+        .order_by(Video.published_at.desc()).limit(limit))).all()
+    tags: dict[str, list[str]] = defaultdict(list)
+    if rows:
+        oldest = rows[-1].published_at
+        tag_rows = (await session.execute(
+            select(VideoHashtag.video_id, Hashtag.tag).join(Hashtag, Hashtag.id == VideoHashtag.hashtag_id)
+            .join(Video, Video.id == VideoHashtag.video_id)
+            .where(Video.status == VideoStatus.READY, Video.published_at >= oldest))).all()
+        for video_id, tag in tag_rows:
+            tags[video_id].append(tag)
+    videos = {r.id: VideoMeta(r.id, r.owner_id, r.visibility, tuple(tags.get(r.id, ())), r.sound_id,
+                              int(r.duration_ms or 0), r.published_at.timestamp(), int(r.view_count or 0),
+                              int(r.like_count or 0), int(r.share_count or 0), int(r.comment_count or 0))
+              for r in rows}
+    return Catalog(videos, fresh_hours=settings.feed_exploration_hours,
+                   fresh_max_views=settings.feed_exploration_max_views)
+
+
+class CatalogCache:
+    """The deployment's current catalog: loaded on first use, refreshed in the background."""
+
+    def __init__(self) -> None:
+        self.catalog: Catalog | None = None
+        self._refreshing = False
+        self._lock = threading.Lock()
+
+    async def get(self, settings: Settings, db, session: AsyncSession) -> Catalog:
+        """The current snapshot; the first load reads on the caller's session (on SQLite a
+        second transaction would wait for the caller's own write lock)."""
+        catalog = self.catalog
+        if catalog is None or settings.feed_catalog_refresh_s <= 0:
+            catalog = self.catalog = await load_catalog(session, settings)
+            return catalog
+        if time.time() - catalog.loaded_at > settings.feed_catalog_refresh_s:
+            with self._lock:
+                start = not self._refreshing
+                self._refreshing = True
+            if start:
+                asyncio.get_running_loop().create_task(self._refresh(settings, db))
+        return catalog
+
+    async def _refresh(self, settings: Settings, db) -> None:
+        # A read-only snapshot (on SQLite a deferred BEGIN): a big catalog must not hold the
+        # write lock that the application's BEGIN IMMEDIATE would take while it reads.
+        from clipfeed.feed.trending import _read_engine
+
+        engine = _read_engine(settings)
+        try:
+            async with AsyncSession(engine) as session, session.begin():
+                self.catalog = await load_catalog(session, settings)
+        except Exception:  # noqa: BLE001 - keep serving the previous snapshot
+            log.warning("catalog refresh failed", exc_info=True)
+        finally:
+            self._refreshing = False
+            await engine.dispose()
+
+    def invalidate(self) -> None:
+        self.catalog = None
+
+
+# ---------------------------------------------------------------------------------------------
+# The protocol and the request context
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class SourceContext:
+    user_id: str | None
+    catalog: Catalog
+    settings: Settings
+    now: float
+    k: int = 100                              # how many candidates each source may return
+    follows: frozenset[str] = frozenset()
+    blocked: frozenset[str] = frozenset()     # creators blocked either way
+    exclude: frozenset[str] = frozenset()     # seen, not interested
+    creator_affinity: dict[str, float] = field(default_factory=dict)
+    hashtag_affinity: dict[str, float] = field(default_factory=dict)
+    sound_affinity: dict[str, float] = field(default_factory=dict)
+    recent: list[tuple[str, float, float]] = field(default_factory=list)
+    trending: list[tuple[str, float]] = field(default_factory=list)
+    collab: object | None = None               # CollaborativeModel
+    content: object | None = None              # ContentIndex
+    seed: int = 0
+
+    def allowed(self, video_id: str) -> bool:
+        """May this video be proposed to the viewer (from the catalog's facts)?"""
+        if video_id in self.exclude:
+            return False
+        meta = self.catalog.videos.get(video_id)
+        if meta is None:
+            return False
+        if meta.creator_id == self.user_id:
+            return False  # your own videos are not recommended to you
+        if meta.creator_id in self.blocked:
+            return False
+        return meta.visibility == Visibility.PUBLIC or (
+            meta.visibility == Visibility.FOLLOWERS and meta.creator_id in self.follows)
+
+
+class CandidateSource(Protocol):
+    name: str
+    budget_ms: float
+
+    async def candidates(self, ctx: SourceContext) -> list[Candidate]: ...
+
+
+def _take(ctx: SourceContext, scored, name: str) -> list[Candidate]:
+    """Keep allowed ids once each (highest score wins), best first, at most ctx.k."""
+    best: dict[str, float] = {}
+    for video_id, score in scored:
+        if (video_id not in best or score > best[video_id]) and ctx.allowed(video_id):
+            best[video_id] = float(score)
+    ranked = sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))[:ctx.k]
+    return [Candidate(video_id, score, name) for video_id, score in ranked]
+
+
+def _recency(ctx: SourceContext, video_id: str, half_life_h: float = 48.0) -> float:
+    meta = ctx.catalog.videos.get(video_id)
+    if meta is None:
+        return 0.0
+    age_h = max(0.0, ctx.now - meta.published_at) / 3600
+    return 0.5 ** (age_h / half_life_h)
+
+
+class _Base:
+    name = "base"
+
+    def __init__(self, budget_ms: float | None = None):
+        self.budget_ms = budget_ms if budget_ms is not None else 10.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> _Base:
+        return cls(settings.feed_source_budget_ms.get(cls.name, 10.0))
+
+
+class FollowingSource(_Base):
+    """The newest videos of the creators the viewer follows."""
+
+    name = "following"
+
+    async def candidates(self, ctx: SourceContext) -> list[Candidate]:
+        scored = []
+        per_creator = max(3, 4 * ctx.k // max(1, len(ctx.follows)))  # many follows: the newest few each
+        for creator in ctx.follows:
+            for video_id in ctx.catalog.by_creator.get(creator, ())[:per_creator]:
+                scored.append((video_id, 0.2 + _recency(ctx, video_id)))
+        return _take(ctx, scored, self.name)
+
+
+class TrendingSource(_Base):
+    """Trending in the viewer's region (else global; else the most popular recent videos)."""
+
+    name = "trending"
+
+    async def candidates(self, ctx: SourceContext) -> list[Candidate]:
+        items = ctx.trending or [(vid, 0.0) for vid in ctx.catalog.popular]
+        n = max(1, len(items))
+        # Rank-based score: the trending score scale depends on traffic, the rank does not.
+        return _take(ctx, ((vid, 1.0 - i / n) for i, (vid, _score) in enumerate(items[:4 * ctx.k])), self.name)
+
+
+class AffinitySource(_Base):
+    """Videos of the creators, hashtags and sounds the viewer engaged with most."""
+
+    name = "affinity"
+    TOP_CREATORS, TOP_TAGS, TOP_SOUNDS = 8, 8, 4
+
+    async def candidates(self, ctx: SourceContext) -> list[Candidate]:
+        scored = []
+
+        def top(affinity: dict[str, float], n: int):
+            return [(key, value) for key, value in sorted(affinity.items(), key=lambda kv: -kv[1])[:n] if value > 0]
+
+        for creator, value in top(ctx.creator_affinity, self.TOP_CREATORS):
+            scored += [(vid, value * (0.5 + _recency(ctx, vid))) for vid in ctx.catalog.by_creator.get(creator, ())]
+        for tag, value in top(ctx.hashtag_affinity, self.TOP_TAGS):
+            ids = ctx.catalog.by_tag.get(tag, ())
+            scored += [(vid, value * (0.5 + _recency(ctx, vid))) for vid in ids[:max(10, ctx.k // 3)]]
+        for sound, value in top(ctx.sound_affinity, self.TOP_SOUNDS):
+            scored += [(vid, value * (0.5 + _recency(ctx, vid))) for vid in ctx.catalog.by_sound.get(sound, ())[:max(10, ctx.k // 4)]]
+        return _take(ctx, scored, self.name)
+
+
+class ExplorationSource(_Base):
+    """Fresh uploads with few views, in an order that varies by viewer and hour, so every new
+    creator gets seen by someone."""
+
+    name = "exploration"
+
+    async def candidates(self, ctx: SourceContext) -> list[Candidate]:
+        rng = random.Random(f"{ctx.seed}:{ctx.user_id}:{int(ctx.now // 3600)}")
+        pool = ctx.catalog.fresh
+        # Sample first, then filter: the fresh pool can hold tens of thousands of ids.
+        sampled = rng.sample(pool, min(len(pool), 4 * ctx.k))
+        picked = [vid for vid in sampled if ctx.allowed(vid)][:ctx.k]
+        return _take(ctx, ((vid, 1.0 / (1.0 + ctx.catalog.videos[vid].views)) for vid in picked), self.name)
+
+
+def _positive_recent(ctx: SourceContext, n: int = 50) -> tuple[list[str], list[float]]:
+    ids, weights = [], []
+    for video_id, weight, _at in ctx.recent[:n]:
+        if weight > 0:
+            ids.append(video_id)
+            weights.append(weight)
+    return ids, weights
+
+
+class CollaborativeSource(_Base):
+    """ANN over the collaborative model's item vectors, queried with the user's long-term vector
+    (from training) and short-term vector (fold-in of the recent history)."""
+
+    name = "collaborative"
+
+    async def candidates(self, ctx: SourceContext) -> list[Candidate]:
+        model = ctx.collab
+        if model is None:
+            return []
+        exclude = set(ctx.exclude)
+        scored = []
+        long_term = model.user_vector(ctx.user_id) if ctx.user_id else None
+        if long_term is not None:
+            scored += model.nearest(long_term, ctx.k + len(exclude) // 4, exclude)
+        ids, weights = _positive_recent(ctx)
+        short_term = model.fold_in(ids, weights) if ids else None
+        if short_term is not None:
+            scored += [(vid, score) for vid, score in model.nearest(short_term, ctx.k, exclude | set(ids))]
+        return _take(ctx, scored, self.name)
+
+
+class ContentSource(_Base):
+    """Videos whose caption/hashtag (and media feature) vectors are nearest to what the viewer
+    recently completed or liked."""
+
+    name = "content"
+
+    async def candidates(self, ctx: SourceContext) -> list[Candidate]:
+        index = ctx.content
+        if index is None:
+            return []
+        ids, weights = _positive_recent(ctx)
+        vector = index.profile(ids, weights) if ids else None
+        if vector is None:
+            return []
+        return _take(ctx, index.nearest(vector, ctx.k, set(ctx.exclude) | set(ids)), self.name)
+
+
+ALL_SOURCES = (FollowingSource, CollaborativeSource, ContentSource, TrendingSource, AffinitySource,
+               ExplorationSource)
+
+
+def build_sources(settings: Settings) -> dict[str, CandidateSource]:
+    return {cls.name: cls.from_settings(settings) for cls in ALL_SOURCES}
+
+
+async def run_sources(sources: list[CandidateSource], ctx: SourceContext) -> tuple[dict[str, list[Candidate]], dict[str, str]]:
+    """Run every source within its own budget. Returns (results by source, problems by source);
+    a source that fails or overruns is dropped for this request and logged.
+
+    One after the other: the sources compute in memory (no I/O to overlap), and run side by side
+    on one event loop each would be charged for the others' CPU time and dropped unfairly."""
+    results, problems = {}, {}
+    for source in sources:
+        started = time.perf_counter()
+        try:
+            result = await asyncio.wait_for(source.candidates(ctx), timeout=source.budget_ms / 1000)
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            if elapsed_ms > source.budget_ms:
+                # A source that computes without yielding cannot be interrupted; it is dropped after.
+                raise TimeoutError(f"took {elapsed_ms:.1f} ms")
+            results[source.name] = result
+        except Exception as exc:  # noqa: BLE001 - any failure drops the source, never the request
+            reason = "timeout" if isinstance(exc, (TimeoutError, asyncio.TimeoutError)) else repr(exc)
+            problems[source.name] = reason
+            log.warning("candidate source %s dropped: %s", source.name, reason)
+    return results, problems

@@ -1,0 +1,57 @@
+"""The simulator is deterministic by seed and its behaviour model follows affinity and quality."""
+
+import numpy as np
+
+from clipfeed.feed.recsys.simulator import (SimConfig, completion_probability, generate_log, respond,
+                                            respond_many, simulate_platform)
+
+SMALL = SimConfig(seed=3, users=60, videos=300, creators=60, interactions_per_user=30)
+
+
+def test_same_seed_same_platform_and_log():
+    a, b = simulate_platform(SMALL), simulate_platform(SMALL)
+    assert a.video_hashtags == b.video_hashtags and np.array_equal(a.user_taste, b.user_taste)
+    la, lb = generate_log(a), generate_log(b)
+    assert np.array_equal(la.user, lb.user) and np.array_equal(la.item, lb.item)
+    assert np.array_equal(la.ts, lb.ts) and np.array_equal(la.weight, lb.weight)
+    other = generate_log(simulate_platform(SimConfig(**{**SMALL.__dict__, "seed": 4})))
+    assert not (len(other) == len(la) and np.array_equal(other.item, la.item))
+
+
+def test_log_is_chronological_per_user_and_distinct_per_user():
+    log = generate_log(simulate_platform(SMALL))
+    for u in set(log.user.tolist()):
+        mask = log.user == u
+        assert np.all(np.diff(log.ts[mask]) >= 0)
+        assert len(set(log.item[mask].tolist())) == mask.sum()
+    assert log.items is not None and set(log.item.tolist()) <= set(log.items)
+    # skips are views shorter than 2 s; completions are never skips
+    assert np.all(log.flags["watch_ms"][log.flags["skipped"]] < 2000)
+    assert not np.any(log.flags["skipped"] & log.flags["completed"])
+
+
+def test_completion_follows_affinity():
+    platform = simulate_platform(SMALL)
+    users = np.repeat(np.arange(60), 300)
+    videos = np.tile(np.arange(300), 60)
+    affinity = platform.affinity(users, videos)
+    rng = np.random.default_rng(0)
+    response = respond_many(platform, users, videos, rng)
+    high, low = affinity > np.quantile(affinity, 0.8), affinity < np.quantile(affinity, 0.2)
+    assert response["completed"][high].mean() > 2 * response["completed"][low].mean()
+    assert response["skipped"][low].mean() > response["skipped"][high].mean()
+    # likes, shares and follows happen only after a completion
+    for name in ("liked", "shared", "followed", "commented"):
+        assert not np.any(response[name] & ~response["completed"])
+    # the probability itself rises with affinity
+    p = completion_probability(platform, users, videos)
+    assert np.corrcoef(p, affinity)[0, 1] > 0.5
+
+
+def test_single_respond_matches_the_model():
+    platform = simulate_platform(SMALL)
+    rng = np.random.default_rng(1)
+    r = respond(platform, 0, 0, rng, now=0.0)
+    duration_ms = platform.video_duration[0] * 1000
+    assert (r.skipped and r.watch_ms < 2000) or r.completed or (2000 <= r.watch_ms <= duration_ms)
+    assert not (r.liked and not r.completed)

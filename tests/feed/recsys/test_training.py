@@ -1,0 +1,144 @@
+"""`clipfeed train` from a real database (SQLite and PostgreSQL): events in, versioned models out,
+served only if better; `clipfeed model list / rollback` switch versions."""
+
+import asyncio
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from clipfeed.accounts.models import User
+from clipfeed.cli import app
+from clipfeed.feed.recsys.collaborative import CollaborativeModel
+from clipfeed.feed.recsys.ranker import LightGBMRanker
+from clipfeed.feed.recsys.registry import ModelRegistry
+from clipfeed.feed.recsys.simulator import SimConfig, generate_log, simulate_platform
+from clipfeed.feed.training import TrainingSkipped, load_training_log, train_and_publish
+from clipfeed.media.models import Video
+from clipfeed.social import tags
+from clipfeed.storage import build_store
+from tests.feed import factories
+
+SIM = SimConfig(seed=11, users=60, videos=200, creators=40, interactions_per_user=40)
+
+
+def _load_simulated_platform(settings) -> dict[str, str]:
+    """Users, videos (hashtags from their captions) and every simulated interaction as events."""
+    platform = simulate_platform(SIM)
+    log = generate_log(platform)
+
+    async def people_and_videos(session):
+        users = [User(handle=f"sim{i}", display_name=f"sim {i}", password_hash="!") for i in range(SIM.users)]
+        creators = [User(handle=f"maker{i}", display_name=f"maker {i}", password_hash="!") for i in range(SIM.creators)]
+        session.add_all(users + creators)
+        await session.flush()
+        videos = []
+        for v in range(SIM.videos):
+            caption = platform.video_caption[v] + " " + " ".join(f"#{t}" for t in platform.video_hashtags[v])
+            video = Video(owner_id=creators[platform.video_creator[v]].id, status="ready", visibility="public",
+                          caption=caption, duration_ms=int(platform.video_duration[v] * 1000), width=270, height=480,
+                          progress=100.0, renditions=[], artifacts={}, features={},
+                          published_at=datetime.fromtimestamp(platform.video_created[v], UTC))
+            session.add(video)
+            videos.append(video)
+        await session.flush()
+        for video in videos:
+            await tags.sync_video_hashtags(session, video)
+        return ([u.id for u in users], [c.id for c in creators], [v.id for v in videos])
+
+    user_ids, creator_ids, video_ids = factories.run(settings, people_and_videos)
+    rows = []
+    for j in range(len(log)):
+        u, v = int(log.user[j][1:]), int(log.item[j][1:])
+        base = {"user_id": user_ids[u], "video_id": video_ids[v], "creator_id": creator_ids[platform.video_creator[v]],
+                "created_at": datetime.fromtimestamp(log.ts[j], UTC)}
+        rows.append({**base, "kind": "skip" if log.flags["skipped"][j] else "view",
+                     "watch_ms": int(log.flags["watch_ms"][j]), "completed": bool(log.flags["completed"][j])})
+        for flag, kind in (("liked", "like"), ("shared", "share"), ("commented", "comment"), ("followed", "follow")):
+            if log.flags[flag][j]:
+                rows.append({**base, "kind": kind})
+    factories.events(settings, rows)
+    return {"interactions": len(log), "events": len(rows), "video_ids": video_ids}
+
+
+def _env(settings) -> dict[str, str]:
+    env = {"CLIPFEED_DATA_DIR": str(settings.data_dir), "CLIPFEED_SECRET_KEY": settings.secret_key,
+           "CLIPFEED_QUEUE_NAME": settings.queue_name}
+    for name in ("database_url", "database_schema", "redis_url"):
+        value = getattr(settings, name)
+        if value:
+            env[f"CLIPFEED_{name.upper()}"] = value
+    return env
+
+
+def test_train_publishes_versioned_models_from_the_event_log(settings):
+    loaded = _load_simulated_platform(settings)
+    data = asyncio.run(load_training_log(settings))
+    # one row per (user, video); flags and metadata come from the events and the videos table
+    assert len(data) == loaded["interactions"]
+    assert data.items is not None and set(data.items) <= set(loaded["video_ids"])
+    assert any(m.hashtags for m in data.items.values())
+    assert data.flags["liked"].sum() > 0 and data.positive.sum() > 0
+
+    report = asyncio.run(train_and_publish(settings))
+    assert set(report.published) == {"collab", "ranker"}
+    for outcome in report.published.values():
+        assert outcome["promoted"] is True
+        assert 0 < outcome["metrics"]["ndcg@20"] <= 1
+    registry = ModelRegistry(build_store(settings), refresh_s=0)
+
+    async def served():
+        collab = await registry.current("collab")
+        ranker = await registry.current("ranker")
+        return collab, ranker
+
+    (collab_version, collab), (ranker_version, ranker) = asyncio.run(served())
+    assert isinstance(collab, CollaborativeModel) and isinstance(ranker, LightGBMRanker)
+    assert collab_version == report.published["collab"]["version"]
+    assert set(collab.item_ids) <= set(loaded["video_ids"])
+    assert collab.nearest(collab.user_vector(collab.user_ids[0]), 5)
+
+    # Same data, same seed: the new versions are no better, so the served ones stay.
+    again = asyncio.run(train_and_publish(settings))
+    for kind, outcome in again.published.items():
+        better = outcome["metrics"]["ndcg@20"] > report.published[kind]["metrics"]["ndcg@20"]
+        assert outcome["promoted"] is better
+    # The periodic job's check: not due yet.
+    with pytest.raises(TrainingSkipped, match="min old"):
+        asyncio.run(train_and_publish(settings, force=False))
+
+    runner = CliRunner(env=_env(settings))
+    listed = runner.invoke(app, ["model", "list", "--kind", "ranker"], catch_exceptions=False)
+    assert listed.exit_code == 0, listed.output
+    assert report.published["ranker"]["version"] in listed.output and "ndcg@20" in listed.output
+
+    # A better version is served; rollback returns to the previous one.
+    asyncio.run(registry.publish("ranker", ranker, {"ndcg@20": 2.0}, compare_on="ndcg@20"))
+    rolled = runner.invoke(app, ["model", "rollback", "--kind", "ranker"], catch_exceptions=False)
+    assert rolled.exit_code == 0, rolled.output
+    assert asyncio.run(registry.current("ranker"))[0] == ranker_version
+    nothing = runner.invoke(app, ["model", "rollback", "--kind", "ranker"])
+    assert nothing.exit_code == 1 and "no earlier" in nothing.output
+    bad = runner.invoke(app, ["model", "rollback", "--kind", "weights"])
+    assert bad.exit_code == 2
+
+
+def test_train_with_too_few_events_publishes_nothing(settings):
+    # The periodic job waits for one training period of history before the first model.
+    factories.events(settings, [{"kind": "view", "video_id": "v", "user_id": "u", "created_at": datetime.now(UTC)}])
+    with pytest.raises(TrainingSkipped, match="first model waits"):
+        asyncio.run(train_and_publish(settings, force=False))
+    runner = CliRunner(env=_env(settings))
+    result = runner.invoke(app, ["train"])
+    assert result.exit_code == 1 and "not trained" in result.output
+    assert asyncio.run(ModelRegistry(build_store(settings)).list("ranker")) == []
+
+
+def test_the_periodic_training_job_is_registered_and_skips_quietly_when_not_due(settings):
+    from clipfeed.feed import tasks
+    from clipfeed.jobs.queue import PERIODIC
+
+    assert PERIODIC["feed.train_models"].fn is tasks.train_feed_models
+    tasks.train_feed_models(settings)  # empty log: nothing to learn, no exception, nothing published
+    assert asyncio.run(ModelRegistry(build_store(settings)).list("collab")) == []
