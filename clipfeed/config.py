@@ -74,6 +74,26 @@ class Settings(BaseSettings):
     # Media delivery.
     signed_url_ttl_seconds: int = 3600
 
+    # --- Live streams and chat (clipfeed/live) ---
+    # Host that encoders (OBS) reach for RTMP ingest; empty: the host of the API request.
+    live_public_host: str = ""
+    # A publish claim whose heartbeat is older than this is stale (its ingest died); a new publish may take it.
+    live_claim_ttl_s: int = 60
+    # A viewer (playlist poll or chat socket) counts until this long after they were last seen.
+    live_viewer_ttl_s: int = 30
+    # Chat: at most live_chat_rate messages per live_chat_window_s per user (moderators included).
+    live_chat_rate: int = 5
+    live_chat_window_s: int = 10
+    live_chat_max_chars: int = 500
+    live_chat_backlog: int = 50
+    # Longest slow-mode interval a streamer may set, and longest timeout a moderator may give.
+    live_chat_max_slow_mode_s: int = 600
+    live_chat_max_timeout_s: int = 7 * 24 * 3600
+    # Words no chat accepts (lower-case, matched as whole words); streamers add their own.
+    live_chat_banned_words: list[str] = Field(default_factory=list)
+    # Frames queued for one slow chat client before it is disconnected (the room never waits for it).
+    live_chat_client_queue: int = 256
+
     @field_validator("cors_origins")
     @classmethod
     def _no_wildcard(cls, origins: list[str]) -> list[str]:
