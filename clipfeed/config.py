@@ -94,6 +94,47 @@ class Settings(BaseSettings):
     # Frames queued for one slow chat client before it is disconnected (the room never waits for it).
     live_chat_client_queue: int = 256
 
+    # --- Live ingest: RTMP server, LL-HLS packager, playback (clipfeed/live/rtmp, ingest, packager) ---
+    # `clipfeed serve` and `clipfeed ingest` run the RTMP server unless this is false; an app built by
+    # create_app() alone binds it only when this is true AND the caller asks (tests use port 0 = any).
+    rtmp_enabled: bool = True
+    rtmp_host: str = "127.0.0.1"
+    rtmp_port: int = 1935
+    # Per-connection limits: a silent client is dropped, a publishing session ends after
+    # rtmp_max_session_s, a publisher above rtmp_max_kbps (averaged) is disconnected.
+    rtmp_idle_timeout_s: float = 15.0
+    rtmp_max_session_s: float = 4 * 3600.0
+    rtmp_max_kbps: int = 25_000
+    rtmp_max_connections: int = 64
+    # Source video is passed through (no re-encode) when it is H.264 no larger than this
+    # (long x short edge); otherwise it is re-encoded to live_top_short_edge.
+    live_passthrough_max_long_edge: int = 1920
+    live_passthrough_max_short_edge: int = 1080
+    live_top_short_edge: int = 720
+    # The rung for weak networks, encoded from the start of every stream (0: none).
+    live_low_short_edge: int = 360
+    live_low_video_kbps: int = 600
+    # Scaling rule: once a stream has live_scale_viewers viewers it gains a middle rung (the
+    # master playlist lists it for every new player).
+    live_scale_viewers: int = 50
+    live_scale_short_edge: int = 540
+    live_scale_video_kbps: int = 1400
+    live_x264_preset: str = "veryfast"
+    # LL-HLS: parts of ~live_part_s (ffmpeg cuts a fragment once this much is buffered; the
+    # declared PART-TARGET is live_part_target_s), segments of >= live_segment_s that start on a
+    # keyframe (publishers should send a keyframe every 1 s; a segment is cut without one after
+    # live_max_segment_s, which is also EXT-X-TARGETDURATION), a sliding window of
+    # live_window_segments segments (older files are deleted a window later).
+    live_part_s: float = 0.25
+    live_part_target_s: float = 0.5
+    live_segment_s: float = 1.0
+    live_max_segment_s: float = 2.0
+    live_window_segments: int = 10
+    # Playlist blocking reload (_HLS_msn/_HLS_part) waits at most this long.
+    live_block_timeout_s: float = 6.0
+    # The recording of one publish session (raw FLV) stops growing at this size.
+    live_max_recording_bytes: int = 4096 * MB
+
     @field_validator("cors_origins")
     @classmethod
     def _no_wildcard(cls, origins: list[str]) -> list[str]:
