@@ -112,6 +112,9 @@ def create_app(settings: Settings | None = None, *, run_workers: bool | None = N
     from clipfeed.social.api import router as interactions_router
     from clipfeed.social.api_graph import router as graph_router
     from clipfeed.social.api_notifications import router as notifications_router
+    from clipfeed.live.api import router as live_router
+    from clipfeed.live.chat import router as live_chat_router
+    from clipfeed.live.pages import router as live_pages_router
 
     app.include_router(accounts_router)
     app.include_router(tus_router)
@@ -125,6 +128,9 @@ def create_app(settings: Settings | None = None, *, run_workers: bool | None = N
     app.include_router(analytics_router)
     app.include_router(pages_router)
     app.include_router(share_router)
+    app.include_router(live_router)
+    app.include_router(live_chat_router)
+    app.include_router(live_pages_router)
 
     @app.get("/healthz", tags=["ops"])
     async def healthz():
