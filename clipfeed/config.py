@@ -95,9 +95,10 @@ class Settings(BaseSettings):
     live_chat_client_queue: int = 256
 
     # --- Live ingest: RTMP server, LL-HLS packager, playback (clipfeed/live/rtmp, ingest, packager) ---
-    # `clipfeed serve` and `clipfeed ingest` run the RTMP server unless this is false; an app built by
-    # create_app() alone binds it only when this is true AND the caller asks (tests use port 0 = any).
-    rtmp_enabled: bool = True
+    # The app runs the RTMP server in its event loop when true. `clipfeed serve` turns it on (unless
+    # --no-ingest); `clipfeed ingest` runs it alone. Off by default so an app built for tests or
+    # tools binds no extra port (tests set it with rtmp_port=0: any free port, see app.state.ingest).
+    rtmp_enabled: bool = False
     rtmp_host: str = "127.0.0.1"
     rtmp_port: int = 1935
     # Per-connection limits: a silent client is dropped, a publishing session ends after
@@ -126,7 +127,7 @@ class Settings(BaseSettings):
     # live_max_segment_s, which is also EXT-X-TARGETDURATION), a sliding window of
     # live_window_segments segments (older files are deleted a window later).
     live_part_s: float = 0.25
-    live_part_target_s: float = 0.5
+    live_part_target_s: float = 0.334
     live_segment_s: float = 1.0
     live_max_segment_s: float = 2.0
     live_window_segments: int = 10
@@ -134,6 +135,9 @@ class Settings(BaseSettings):
     live_block_timeout_s: float = 6.0
     # The recording of one publish session (raw FLV) stops growing at this size.
     live_max_recording_bytes: int = 4096 * MB
+    # Shared secret the nginx RTMP module's on_publish/on_publish_done hooks must send (?secret=);
+    # empty: the hooks are disabled (404).
+    live_hook_secret: str = ""
 
     @field_validator("cors_origins")
     @classmethod
