@@ -36,7 +36,6 @@ log = logging.getLogger("clipfeed.live.chat")
 
 router = APIRouter(tags=["live chat"])
 
-FRAMES_PER_WINDOW = 40  # any frames per connection per chat window before it is cut off
 MAX_FRAME_CHARS = 8192
 _SHUTDOWN = None
 
@@ -295,6 +294,9 @@ async def chat_socket(ws: WebSocket, stream_id: str):
 async def _read_loop(app, room: Room, conn: Connection) -> None:
     settings = app.state.settings
     recent: deque[float] = deque()
+    # Any frames (valid or not) per connection per window before it is cut off: well above what
+    # the message limit lets through, so only a client hammering the server reaches it.
+    frame_limit = 4 * settings.live_chat_rate + 20
     while True:
         event = await conn.ws.receive()
         if event["type"] == "websocket.disconnect":
@@ -303,7 +305,7 @@ async def _read_loop(app, room: Room, conn: Connection) -> None:
         recent.append(now)
         while recent and recent[0] < now - settings.live_chat_window_s:
             recent.popleft()
-        if len(recent) > FRAMES_PER_WINDOW:
+        if len(recent) > frame_limit:
             conn.error(cs.ChatRefused("flood", "too many frames; disconnected"))
             conn.offer(_SHUTDOWN)
             await asyncio.wait_for(asyncio.shield(conn.writer), timeout=5) if conn.writer else None
