@@ -382,7 +382,7 @@ class RtmpServer:
         self.host, self.port = host, port
         self.limits = limits or RtmpLimits()
         self._server: asyncio.base_events.Server | None = None
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks: dict[asyncio.Task, asyncio.StreamWriter] = {}
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._accept, self.host, self.port)
@@ -394,23 +394,22 @@ class RtmpServer:
             writer.close()
             return
         task = asyncio.current_task()
-        self._tasks.add(task)
+        self._tasks[task] = writer
         try:
             await RtmpConnection(reader, writer, self.gate, self.limits).run()
         except Exception:  # never let one connection's bug reach the server
             log.exception("rtmp connection failed")
         finally:
-            self._tasks.discard(task)
+            self._tasks.pop(task, None)
 
     async def stop(self) -> None:
+        """Stop accepting; close every connection (its publication finishes normally)."""
         if self._server is not None:
             self._server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            try:
-                await task
-            except BaseException:
-                pass
+        tasks = list(self._tasks)
+        for writer in list(self._tasks.values()):
+            writer.transport.abort()
+        if tasks:
+            await asyncio.wait(tasks, timeout=30)
         if self._server is not None:
             await self._server.wait_closed()
