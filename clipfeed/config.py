@@ -120,6 +120,9 @@ class Settings(BaseSettings):
     live_scale_viewers: int = 50
     live_scale_short_edge: int = 540
     live_scale_video_kbps: int = 1400
+    # How often a publishing session refreshes its claim, checks that the stream was not ended
+    # and applies the scaling rule.
+    live_ingest_check_s: float = 5.0
     live_x264_preset: str = "veryfast"
     # LL-HLS: parts of ~live_part_s (ffmpeg cuts a fragment once this much is buffered; the
     # declared PART-TARGET is live_part_target_s), segments of >= live_segment_s that start on a

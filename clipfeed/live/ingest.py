@@ -43,7 +43,6 @@ FLV_HEADER = b"FLV\x01\x05\x00\x00\x00\x09" + b"\x00\x00\x00\x00"
 FLV_SCRIPT = 18
 AVC_CODEC_ID = 7
 AAC_FORMAT = 10
-HEARTBEAT_S = 5.0
 DRAIN_S = 10.0
 # Media held before the codec configuration is complete (a publisher sending no audio: we wait
 # this many video messages for an AAC sequence header before starting without audio).
@@ -306,7 +305,7 @@ class StreamSession:
         from clipfeed.live import service
 
         while True:
-            await asyncio.sleep(HEARTBEAT_S)
+            await asyncio.sleep(self.settings.live_ingest_check_s)
             try:
                 async with self.ingest.db.transaction() as session:
                     alive = await service.publish_heartbeat(session, self.stream_id)

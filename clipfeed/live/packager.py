@@ -337,7 +337,10 @@ class Packager:
         self._pending.clear()
         open_seg = self.segments[-1] if self.segments and not self.segments[-1].complete else None
         if open_seg is not None and open_seg.parts:
-            cut_on_key = info.independent and open_seg.duration >= self.config.segment_s - 0.05
+            # A keyframe starts a segment once the open one is long enough, or at once when the
+            # open one was force-cut without a keyframe (so segments line up with GOPs again).
+            cut_on_key = info.independent and (open_seg.duration >= self.config.segment_s - 0.05
+                                               or not open_seg.parts[0].independent)
             forced = open_seg.duration + info.video_duration > self.config.max_segment_s + 0.001
             if cut_on_key or forced:
                 self._close_segment(open_seg)

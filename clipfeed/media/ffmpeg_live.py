@@ -62,7 +62,7 @@ def live_rung_args(plan: LiveRungPlan, *, part_s: float, preset: str = "veryfast
     """Arguments (without the executable and base flags) for one rung: FLV on stdin -> fMP4 on stdout."""
     args = [
         # Start at once: FLV carries the codec configuration in its first tags, so no probing is needed.
-        "-fflags", "+nobuffer+genpts", "-flags", "low_delay", "-probesize", "65536", "-analyzeduration", "0",
+        "-fflags", "+genpts", "-flags", "low_delay", "-probesize", "65536", "-analyzeduration", "0",
         "-copyts", "-protocol_whitelist", LIVE_INPUT_PROTOCOLS, "-format_whitelist", LIVE_INPUT_FORMAT,
         "-f", "flv", "-i", "pipe:0",
         "-map", "0:v:0",
