@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import secrets
 import time
 from collections import deque
 
@@ -122,10 +123,11 @@ class Room:
     async def _run(self) -> None:
         try:
             async with self.channels.subscribe(self.channel) as sub:
+                await self._confirm(sub)
                 self.ready.set()
                 while True:
                     message = await sub.get(timeout=3600)
-                    if message is not None:
+                    if message is not None and message.get("type") != "_probe":
                         self._deliver(message)
         except asyncio.CancelledError:
             raise
@@ -133,6 +135,21 @@ class Room:
             log.exception("chat room %s stopped", self.stream_id)
             for conn in list(self.connections):
                 await conn._close(1011, "chat unavailable")
+
+    async def _confirm(self, sub) -> None:
+        """Redis acknowledges SUBSCRIBE asynchronously: a message published in between would be
+        lost to this room. Hear our own probe before declaring the room ready."""
+        probe = {"type": "_probe", "nonce": secrets.token_hex(8)}
+        for _ in range(40):
+            await self.channels.publish(self.channel, probe)
+            deadline = time.monotonic() + 0.5
+            while (remaining := deadline - time.monotonic()) > 0:
+                message = await sub.get(timeout=remaining)
+                if message == probe:
+                    return
+                if message is not None and message.get("type") != "_probe":
+                    self._deliver(message)
+        log.warning("chat room %s: subscription not confirmed; continuing", self.stream_id)
 
     def _deliver(self, message: dict) -> None:
         self._apply(message)
