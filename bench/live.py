@@ -1,0 +1,256 @@
+"""Glass-to-glass latency of a live stream: RTMP publish -> clipfeed ingest -> LL-HLS -> a player.
+
+The publisher is a clock: every frame it generates carries its capture time (wall clock, ms)
+as a 48-block barcode burned into the picture; ffmpeg encodes it (x264 ultrafast, zerolatency,
+1 s GOP, + AAC tone) and publishes it over RTMP to `clipfeed serve`'s ingest. The player is
+PyAV behind an LL-HLS client that behaves like one: it follows the `EXT-X-PRELOAD-HINT` of the
+top rung's playlist (the server holds the request until that part exists), appends each part
+to the segment it belongs to and decodes it; for each part the newest frame's barcode is read
+and compared with the clock at that moment.
+
+Baseline in the same run: a plain (non-LL) HLS player on the same stream, fetching whole
+segments as soon as the playlist lists them (`_HLS_msn` blocking reload) — the latency you get
+from segments alone. Reported: median and p95 of the newest frame's age per part / per segment,
+and the ratio LL / segments. Goal: LL median <= 2 s.
+
+    python bench/live.py --seconds 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._harness import ServerProcess, free_port, print_table, register  # noqa: E402
+
+WIDTH, HEIGHT, FPS = 854, 480, 30
+BITS = 48
+BLOCK = 16
+ROWS_Y = (8, 8 + BLOCK + 8)  # two rows of 24 blocks
+GOAL_S = 2.0
+HOLD_BACK_S = 3 * 0.334  # the playlist's PART-HOLD-BACK with the default part target
+
+
+def _ffmpeg() -> str:
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+# --- the clock: frames carrying their capture time --------------------------------------------
+
+def encode_time(ms: int) -> list[int]:
+    value = ms & ((1 << 44) - 1)
+    bits = [(value >> i) & 1 for i in range(44)]
+    checksum = sum(bits) & 0xF
+    return bits + [(checksum >> i) & 1 for i in range(4)]
+
+
+def decode_time(gray: np.ndarray) -> int | None:
+    bits = []
+    for i in range(BITS):
+        row, col = divmod(i, 24)
+        y = ROWS_Y[row] + BLOCK // 2
+        x = 8 + col * (BLOCK + 8) + BLOCK // 2
+        bits.append(1 if gray[y - 3:y + 3, x - 3:x + 3].mean() > 128 else 0)
+    value = sum(b << i for i, b in enumerate(bits[:44]))
+    checksum = sum(b << i for i, b in enumerate(bits[44:]))
+    if sum(bits[:44]) & 0xF != checksum:
+        return None
+    now = int(time.time() * 1000)
+    return value | (now & ~((1 << 44) - 1))
+
+
+def draw(frame: np.ndarray, ms: int) -> None:
+    for i, bit in enumerate(encode_time(ms)):
+        row, col = divmod(i, 24)
+        y, x = ROWS_Y[row], 8 + col * (BLOCK + 8)
+        frame[y:y + BLOCK, x:x + BLOCK] = 235 if bit else 16
+
+
+def run_publisher(url: str, seconds: float, stop: threading.Event) -> subprocess.Popen:
+    cmd = [_ffmpeg(), "-nostdin", "-hide_banner", "-loglevel", "error",
+           "-f", "rawvideo", "-pix_fmt", "gray", "-s", f"{WIDTH}x{HEIGHT}", "-framerate", str(FPS), "-i", "pipe:0",
+           "-re", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
+           "-map", "0:v", "-map", "1:a", "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency",
+           "-g", str(FPS), "-keyint_min", str(FPS), "-pix_fmt", "yuv420p", "-b:v", "1500k",
+           "-c:a", "aac", "-b:a", "64k", "-shortest", "-f", "flv", url]
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.DEVNULL)
+
+    def feed() -> None:
+        base = (np.add.outer(np.arange(HEIGHT), np.arange(WIDTH)) % 256).astype(np.uint8)
+        start = time.monotonic()
+        try:
+            for n in range(int(seconds * FPS)):
+                if stop.is_set():
+                    break
+                delay = start + n / FPS - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)  # the source clock: one frame every 1/FPS s
+                frame = np.roll(base, n * 4, axis=1)
+                draw(frame, int(time.time() * 1000))
+                proc.stdin.write(frame.tobytes())
+            proc.stdin.close()
+        except (BrokenPipeError, OSError):
+            pass
+
+    threading.Thread(target=feed, daemon=True).start()
+    return proc
+
+
+# --- players --------------------------------------------------------------------------------
+
+def newest_capture_ms(data: bytes) -> int | None:
+    import av
+
+    newest = None
+    with av.open(io.BytesIO(data), format="mp4") as container:
+        for frame in container.decode(video=0):
+            newest = frame
+    if newest is None:
+        return None
+    return decode_time(newest.to_ndarray(format="gray"))
+
+
+class LowLatencyPlayer(threading.Thread):
+    """Follows the preload hint part by part (what hls.js does in low-latency mode)."""
+
+    def __init__(self, base: str, stop: threading.Event):
+        super().__init__(daemon=True)
+        self.base, self.stop = base, stop
+        self.latencies: list[float] = []
+
+    def run(self) -> None:
+        with httpx.Client(timeout=15) as http:
+            init = http.get(f"{self.base}/init.mp4").content
+            text = http.get(f"{self.base}/index.m3u8").text
+            hint = re.search(r'PRELOAD-HINT:TYPE=PART,URI="p(\d+)\.(\d+)\.m4s"', text)
+            msn, part = int(hint.group(1)), int(hint.group(2))
+            segment = b""
+            while not self.stop.is_set():
+                # The server holds this request until the part exists; a 404 means the segment
+                # was closed before it (the next part is then the next segment's first).
+                response = http.get(f"{self.base}/p{msn}.{part}.m4s")
+                if response.status_code != 200:
+                    if part == 0:
+                        text = http.get(f"{self.base}/index.m3u8").text
+                        if "#EXT-X-ENDLIST" in text:
+                            return
+                        continue
+                    msn, part, segment = msn + 1, 0, b""
+                    continue
+                if part == 0:
+                    segment = b""
+                segment += response.content
+                captured = newest_capture_ms(init + segment)
+                if captured is not None:
+                    self.latencies.append(time.time() - captured / 1000)
+                part += 1
+
+
+class SegmentPlayer(threading.Thread):
+    """The baseline: whole segments, fetched as soon as the playlist lists them."""
+
+    def __init__(self, base: str, stop: threading.Event):
+        super().__init__(daemon=True)
+        self.base, self.stop = base, stop
+        self.latencies: list[float] = []
+
+    def run(self) -> None:
+        with httpx.Client(timeout=15) as http:
+            init = http.get(f"{self.base}/init.mp4").content
+            text = http.get(f"{self.base}/index.m3u8").text
+            done = re.findall(r"^s(\d+)\.m4s$", text, re.M)
+            msn = int(done[-1]) + 1 if done else int(re.search(r"MEDIA-SEQUENCE:(\d+)", text).group(1))
+            while not self.stop.is_set():
+                text = http.get(f"{self.base}/index.m3u8", params={"_HLS_msn": msn}).text
+                if f"\ns{msn}.m4s" not in text:
+                    if "#EXT-X-ENDLIST" in text:
+                        return
+                    continue
+                data = http.get(f"{self.base}/s{msn}.m4s").content
+                captured = newest_capture_ms(init + data)
+                if captured is not None:
+                    self.latencies.append(time.time() - captured / 1000)
+                msn += 1
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=30, help="how long to publish")
+    parser.add_argument("--warmup", type=float, default=3.0, help="seconds ignored at the start")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="clipfeed-bench-live-") as tmp:
+        data_dir = Path(tmp) / "data"
+        data_dir.mkdir()
+        rtmp_port = free_port()
+        server = ServerProcess(data_dir, workers=False, extra_env={"CLIPFEED_RTMP_PORT": str(rtmp_port)})
+        stop = threading.Event()
+        publisher = None
+        try:
+            token = register(server.url, "benchlive")
+            started = httpx.post(f"{server.url}/api/v1/live/start", json={"title": "bench"},
+                                 headers={"Authorization": f"Bearer {token}"}).json()
+            publisher = run_publisher(f"rtmp://127.0.0.1:{rtmp_port}/live/{started['stream_key']}",
+                                      args.seconds + args.warmup, stop)
+            base = f"{server.url}/media/live/{started['stream_id']}/src"
+            deadline = time.monotonic() + 30
+            while httpx.get(f"{base}/index.m3u8").status_code != 200 or \
+                    "PRELOAD-HINT" not in httpx.get(f"{base}/index.m3u8").text:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the live playlist never appeared")
+                time.sleep(0.1)
+            time.sleep(args.warmup)
+            ll, seg = LowLatencyPlayer(base, stop), SegmentPlayer(base, stop)
+            ll.start()
+            seg.start()
+            publisher.wait(timeout=args.seconds + args.warmup + 60)
+            ll.join(timeout=15)
+            seg.join(timeout=15)
+        finally:
+            stop.set()
+            if publisher is not None and publisher.poll() is None:
+                publisher.kill()
+            server.stop()
+
+    if len(ll.latencies) < 10 or len(seg.latencies) < 3:
+        print(f"too few samples: {len(ll.latencies)} parts, {len(seg.latencies)} segments")
+        return 1
+    ll_med, seg_med = statistics.median(ll.latencies), statistics.median(seg.latencies)
+    rows = [
+        ["LL-HLS parts (preload hint + blocking reload)", len(ll.latencies), f"{ll_med:.3f}",
+         f"{_pct(ll.latencies, 0.95):.3f}", f"<= {GOAL_S:.1f} s median", "PASS" if ll_med <= GOAL_S else "FAIL"],
+        [f"LL-HLS + PART-HOLD-BACK ({HOLD_BACK_S:.3f} s, what hls.js keeps behind the edge)", len(ll.latencies),
+         f"{ll_med + HOLD_BACK_S:.3f}", f"{_pct(ll.latencies, 0.95) + HOLD_BACK_S:.3f}", f"<= {GOAL_S:.1f} s median",
+         "PASS" if ll_med + HOLD_BACK_S <= GOAL_S else "FAIL"],
+        ["baseline: whole 1 s segments", len(seg.latencies), f"{seg_med:.3f}", f"{_pct(seg.latencies, 0.95):.3f}",
+         "", ""],
+        ["ratio LL / segments", "", f"{ll_med / seg_med:.2f}x", "", "", ""],
+    ]
+    print_table(f"live glass-to-glass, {WIDTH}x{HEIGHT}@{FPS} x264 zerolatency 1 s GOP, {args.seconds} s "
+                "(newest frame's age when its part/segment is decoded)",
+                ["player", "samples", "median s", "p95 s", "goal", ""], rows)
+    return 0 if ll_med + HOLD_BACK_S <= GOAL_S else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
