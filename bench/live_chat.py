@@ -1,0 +1,318 @@
+"""Live chat benchmark: 1,000 WebSocket clients in one room on loopback, messages at the rate
+limit (5 per 10 s per sender) from many senders; delivery latency (send -> every receiver),
+losses, and the server's CPU and memory.
+
+    python bench/live_chat.py [--clients 1000 --senders 40 --seconds 20 --client-procs 2] [--scale-out]
+
+Baseline, measured in the same run with the same clients: a bare fan-out server made of the
+`websockets` library alone (no auth, no database, no rules: it broadcasts every text frame it
+receives to every connection). The ratio says what clipfeed's chat costs on top of the raw
+WebSocket fan-out on this machine.
+
+Clients run in separate processes (asyncio, `websockets`), all joined before the first message;
+each sender sends one message every 10/5 s (plus 2.5 % so the server's sliding window never sees
+an early one), with a random phase. Latency = receive time - the send time carried in the message
+nonce (same machine, same clock). Lost = expected deliveries (accepted messages x connected
+clients) - received.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._harness import ServerProcess, free_port, print_table, register  # noqa: E402
+
+GOAL_P99_MS = 50.0
+PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+# --- the baseline server (a subprocess running this file with --baseline-server PORT) --------------
+
+def run_baseline_server(port: int) -> None:
+    from websockets.asyncio.server import broadcast, serve
+
+    connections = set()
+
+    async def handler(ws):
+        connections.add(ws)
+        try:
+            await ws.send(json.dumps({"type": "hello"}))
+            await ws.send(json.dumps({"type": "backlog", "messages": []}))
+            async for text in ws:
+                data = json.loads(text)
+                frame = json.dumps({"type": "message", "text": data["text"], "nonce": data.get("nonce"),
+                                    "id": data.get("nonce")}, separators=(",", ":"))
+                broadcast(connections, frame)
+        finally:
+            connections.discard(ws)
+
+    async def main():
+        async with serve(handler, "127.0.0.1", port, max_queue=None):
+            print("READY", flush=True)
+            await asyncio.Future()
+
+    asyncio.run(main())
+
+
+# --- the client processes (this file with --clients-proc) ------------------------------------------
+
+async def run_clients(url: str, tokens: list[str | None], senders: int, interval: float, seconds: float,
+                      out_path: str) -> None:
+    import numpy as np
+    from websockets.asyncio.client import connect
+
+    latencies: list[float] = []
+    received = 0
+    accepted = 0
+    refused: dict[str, int] = {}
+    sockets = []
+    connect_gate = asyncio.Semaphore(50)
+
+    async def open_one(token):
+        async with connect_gate:
+            full = url + (f"?token={token}" if token else "")
+            ws = await connect(full, max_size=2**22, max_queue=None, open_timeout=120, ping_interval=None)
+            await ws.recv()  # hello
+            await ws.recv()  # backlog
+            return ws
+
+    sockets = await asyncio.gather(*(open_one(token) for token in tokens))
+    print("READY", flush=True)
+    start_line = await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+    start_at = float(start_line.split()[1])
+    stop_sending = start_at + seconds
+    pid = os.getpid()
+
+    async def reader(ws):
+        nonlocal received
+        async for text in ws:
+            now = time.time()
+            frame = json.loads(text)
+            kind = frame.get("type")
+            if kind == "message":
+                nonce = frame.get("nonce") or ""
+                if nonce.startswith("t"):
+                    latencies.append(now - float(nonce[1:].split("|", 1)[0]))
+                    received += 1
+            elif kind == "error":
+                refused[frame.get("code", "?")] = refused.get(frame.get("code", "?"), 0) + 1
+
+    async def sender(index: int, ws):
+        nonlocal accepted
+        await asyncio.sleep(max(0.0, start_at - time.time()) + random.random() * interval)
+        seq = 0
+        while time.time() < stop_sending:
+            seq += 1
+            nonce = f"t{time.time():.6f}|{pid}|{index}|{seq}"
+            await ws.send(json.dumps({"type": "message", "text": f"hello from {index} #{seq} :wave:", "nonce": nonce}))
+            accepted += 1
+            await asyncio.sleep(interval)
+
+    readers = [asyncio.create_task(reader(ws)) for ws in sockets]
+    await asyncio.gather(*(sender(i, sockets[i]) for i in range(senders)))
+    # Drain: everything sent has had 3 s to arrive.
+    await asyncio.sleep(3.0)
+    for ws in sockets:
+        await ws.close()
+    for task in readers:
+        task.cancel()
+    np.save(out_path, np.asarray(latencies, dtype=np.float64))
+    print("RESULT " + json.dumps({"sent": accepted, "received": received, "refused": refused,
+                                  "connected": len(sockets)}), flush=True)
+
+
+# --- the driver ---------------------------------------------------------------------------------
+
+def spawn_clients(url: str, shares: list[list[str | None]], senders_per_proc: list[int], interval: float,
+                  seconds: float, workdir: Path) -> tuple[list, list[Path]]:
+    """One client process per share; each share lists its sender tokens first."""
+    procs, outs = [], []
+    for n, share in enumerate(shares):
+        spec = workdir / f"clients{n}.json"
+        spec.write_text(json.dumps({"url": url, "tokens": share, "senders": senders_per_proc[n],
+                                    "interval": interval, "seconds": seconds}))
+        out = workdir / f"latencies{n}.npy"
+        outs.append(out)
+        procs.append(subprocess.Popen([sys.executable, __file__, "--clients-proc", str(spec), str(out)],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
+    for proc in procs:
+        line = proc.stdout.readline()
+        if not line.startswith("READY"):
+            raise RuntimeError(f"client process failed: {line!r}")
+    return procs, outs
+
+
+def run_round(name: str, ws_url: str, sender_tokens: list[str | None], clients: int, interval: float,
+              seconds: float, client_procs: int, server_pid: int, workdir: Path) -> dict:
+    import numpy as np
+    import psutil
+
+    server = psutil.Process(server_pid)
+    senders = len(sender_tokens)
+    split = [senders // client_procs + (1 if n < senders % client_procs else 0) for n in range(client_procs)]
+    shares: list[list[str | None]] = []
+    cursor = 0
+    for n, count in enumerate(split):
+        readers = (clients - senders) // client_procs + (1 if n < (clients - senders) % client_procs else 0)
+        shares.append(list(sender_tokens[cursor:cursor + count]) + [None] * readers)
+        cursor += count
+    rss_before = server.memory_info().rss
+    t_connect = time.monotonic()
+    procs, outs = spawn_clients(ws_url, shares, split, interval, seconds, workdir / name)
+    connect_s = time.monotonic() - t_connect
+    rss_joined = server.memory_info().rss
+    cpu_before = server.cpu_times()
+    wall_before = time.monotonic()
+    start_at = time.time() + 0.5
+    for proc in procs:
+        proc.stdin.write(f"GO {start_at}\n")
+        proc.stdin.flush()
+    results = []
+    for proc in procs:
+        for line in proc.stdout:
+            if line.startswith("RESULT "):
+                results.append(json.loads(line[7:]))
+                break
+        proc.wait(timeout=120)
+    wall = time.monotonic() - wall_before
+    cpu_after = server.cpu_times()
+    rss_after = server.memory_info().rss
+    latencies = np.concatenate([np.load(out) for out in outs]) * 1000.0
+    sent = sum(r["sent"] for r in results)
+    connected = sum(r["connected"] for r in results)
+    received = sum(r["received"] for r in results)
+    refused = {}
+    for r in results:
+        for code, count in r["refused"].items():
+            refused[code] = refused.get(code, 0) + count
+    accepted = sent - sum(refused.values())
+    expected = accepted * connected
+    return {
+        "name": name, "connected": connected, "sent": sent, "accepted": accepted, "refused": refused,
+        "received": received, "lost": expected - received,
+        "p50": float(np.percentile(latencies, 50)) if len(latencies) else float("nan"),
+        "p99": float(np.percentile(latencies, 99)) if len(latencies) else float("nan"),
+        "max": float(latencies.max()) if len(latencies) else float("nan"),
+        "deliveries_per_s": received / seconds,
+        "cpu_cores": ((cpu_after.user + cpu_after.system) - (cpu_before.user + cpu_before.system)) / wall,
+        "rss_mb": rss_after / 2**20, "rss_growth_mb": (rss_joined - rss_before) / 2**20, "connect_s": connect_s,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clients", type=int, default=1000)
+    parser.add_argument("--senders", type=int, default=40)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--client-procs", type=int, default=2)
+    parser.add_argument("--scale-out", action="store_true", help="PostgreSQL + Redis instead of SQLite")
+    parser.add_argument("--clients-proc", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--baseline-server", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.baseline_server:
+        run_baseline_server(args.baseline_server)
+        return
+    if args.clients_proc:
+        spec = json.loads(Path(args.clients_proc[0]).read_text())
+        try:
+            import uvloop
+            uvloop.install()
+        except ImportError:
+            pass
+        asyncio.run(run_clients(spec["url"], spec["tokens"], spec["senders"], spec["interval"], spec["seconds"],
+                                args.clients_proc[1]))
+        return
+
+    interval = 10.0 / 5 * 1.025
+    workdir = Path(tempfile.mkdtemp(prefix="clipfeed-bench-chat-"))
+    for name in ("baseline", "clipfeed"):
+        (workdir / name).mkdir()
+
+    # Baseline: the bare websockets fan-out server.
+    port = free_port()
+    baseline = subprocess.Popen([sys.executable, __file__, "--baseline-server", str(port)], stdout=subprocess.PIPE,
+                                text=True)
+    assert baseline.stdout.readline().startswith("READY")
+    try:
+        base = run_round("baseline", f"ws://127.0.0.1:{port}/", ["sender"] * args.senders, args.clients, interval,
+                         args.seconds, args.client_procs, baseline.pid, workdir)
+    finally:
+        baseline.terminate()
+        baseline.wait()
+
+    env = {"CLIPFEED_RTMP_PORT": str(free_port())}
+    if args.scale_out:
+        import uuid
+
+        import asyncpg
+
+        schema = f"bench_chat_{uuid.uuid4().hex[:8]}"
+
+        async def mkschema():
+            conn = await asyncpg.connect(PG_URL)
+            await conn.execute(f'CREATE SCHEMA "{schema}"')
+            await conn.close()
+
+        asyncio.run(mkschema())
+        env.update(CLIPFEED_DATABASE_URL=PG_URL, CLIPFEED_DATABASE_SCHEMA=schema, CLIPFEED_REDIS_URL=REDIS_URL,
+                   CLIPFEED_QUEUE_NAME=schema)
+    data_dir = workdir / "data"
+    data_dir.mkdir()
+    server = ServerProcess(data_dir, workers=False, extra_env=env)
+    try:
+        owner = register(server.url, "benchowner")
+        import httpx
+
+        stream = httpx.post(f"{server.url}/api/v1/live/start", json={"title": "bench"},
+                            headers={"Authorization": f"Bearer {owner}"}).json()
+        sender_tokens = [register(server.url, f"benchsender{n}") for n in range(args.senders)]
+        ws_url = server.url.replace("http://", "ws://") + f"/api/v1/live/{stream['stream_id']}/chat"
+        ours = run_round("clipfeed", ws_url, sender_tokens, args.clients, interval, args.seconds, args.client_procs,
+                         server.proc.pid, workdir)
+    finally:
+        server.stop()
+
+    rate = args.senders / interval
+    shape = "PostgreSQL + Redis" if args.scale_out else "SQLite, in-process fan-out"
+    def cells(key, fmt="{:.1f}"):
+        return [fmt.format(ours[key]), fmt.format(base[key])]
+
+    print_table(f"live chat: {args.clients} clients, {args.senders} senders at the limit "
+                f"({rate:.1f} msg/s), {args.seconds:.0f} s, {shape}",
+                ["metric", "clipfeed", "bare websockets fan-out"], [
+                    ["clients connected", *cells("connected", "{}")],
+                    ["join time, all clients (s)", *cells("connect_s")],
+                    ["messages accepted / sent", f"{ours['accepted']}/{ours['sent']}", f"{base['accepted']}/{base['sent']}"],
+                    ["deliveries received", *cells("received", "{}")],
+                    ["lost", *cells("lost", "{}")],
+                    ["delivery p50 (ms)", *cells("p50")],
+                    ["delivery p99 (ms)", *cells("p99")],
+                    ["delivery max (ms)", *cells("max")],
+                    ["deliveries / s", *cells("deliveries_per_s", "{:.0f}")],
+                    ["server CPU while sending (cores)", *cells("cpu_cores", "{:.2f}")],
+                    ["server RSS at end (MB)", *cells("rss_mb", "{:.0f}")],
+                    ["server RSS growth joining (MB)", *cells("rss_growth_mb", "{:.0f}")],
+                ])
+    ratio = ours["p99"] / base["p99"] if base["p99"] > 0 else float("nan")
+    print_table("goals", ["metric", "measured", "goal"], [
+        ["p99 delivery latency", f"{ours['p99']:.1f} ms", f"<= {GOAL_P99_MS:.0f} ms"],
+        ["lost messages", str(ours["lost"]), "0"],
+        ["p99 vs bare websockets fan-out", f"{ratio:.2f}x", "(reported)"],
+        ["refused by the server", json.dumps(ours["refused"]), "none at the limit"],
+    ])
+
+
+if __name__ == "__main__":
+    main()
