@@ -30,6 +30,7 @@ import shutil
 import struct
 from pathlib import Path
 
+import clipfeed.db.models  # noqa: F401 - every table: `clipfeed ingest` writes rows with foreign keys
 from clipfeed.config import Settings
 from clipfeed.db import Database
 from clipfeed.live import amf
