@@ -107,6 +107,9 @@ class Settings(BaseSettings):
     rtmp_max_session_s: float = 4 * 3600.0
     rtmp_max_kbps: int = 25_000
     rtmp_max_connections: int = 64
+    # Addresses of nginx RTMP edges (deploy/nginx-rtmp.conf) allowed to push streams their
+    # on_publish hook already authorized to the application "relay" (no second key claim).
+    rtmp_relay_from: list[str] = Field(default_factory=list)
     # Source video is passed through (no re-encode) when it is H.264 no larger than this
     # (long x short edge); otherwise it is re-encoded to live_top_short_edge.
     live_passthrough_max_long_edge: int = 1920

@@ -49,6 +49,8 @@ DRAIN_S = 10.0
 # this many video messages for an AAC sequence header before starting without audio).
 MAX_EARLY_MESSAGES = 300
 AUDIO_WAIT_MESSAGES = 30
+# The application an nginx edge pushes already-authorized streams to (deploy/nginx-rtmp.conf).
+RELAY_APP = "relay"
 
 
 def flv_tag(type_id: int, timestamp_ms: int, payload: bytes) -> bytes:
@@ -365,22 +367,45 @@ class LiveIngest:
     async def stop(self) -> None:
         await self.server.stop()
 
-    async def _gate(self, app: str, stream_key: str) -> StreamSession:
+    async def _gate(self, app: str, stream_key: str, peer: str) -> StreamSession:
         from clipfeed.live import service
 
-        if app.strip("/").split("/")[0] != "live":
+        app = app.strip("/").split("/")[0].split("?")[0]
+        if app == "live":
+            try:
+                async with self.db.transaction() as session:
+                    stream = await service.authorize_publish(session, stream_key)
+                    stream_id = stream.id
+            except service.PublishRefused as refused:
+                raise PublishRefusal(refused.reason) from None
+        elif app == RELAY_APP:
+            stream_id = await self._relayed_stream(stream_key, peer)
+        else:
             raise PublishRefusal("unknown application (publish to .../live/<stream key>)")
-        try:
-            async with self.db.transaction() as session:
-                stream = await service.authorize_publish(session, stream_key)
-                stream_id = stream.id
-        except service.PublishRefused as refused:
-            raise PublishRefusal(refused.reason) from None
+        if stream_id in self.sessions and not self.sessions[stream_id].finished:
+            raise PublishRefusal("this stream is already being published")
         sink = StreamSession(self, stream_id)
         sink.prepare()
         self.sessions[stream_id] = sink
         log.info("live %s: publishing", stream_id)
         return sink
+
+    async def _relayed_stream(self, stream_key: str, peer: str) -> str:
+        """An nginx edge pushing a stream its on_publish hook already authorized (and claimed):
+        trusted only from the configured addresses, and only for a stream that is live."""
+        from sqlalchemy import select
+
+        from clipfeed.live import service
+        from clipfeed.live.models import LiveStatus, LiveStream
+
+        if peer not in self.settings.rtmp_relay_from:
+            raise PublishRefusal("relaying is not allowed from this address")
+        async with self.db.transaction() as session:
+            row = (await session.execute(select(LiveStream.id, LiveStream.status, LiveStream.publishing).where(
+                LiveStream.stream_key_hash == service.hash_key(stream_key)))).first()
+        if row is None or row.status != LiveStatus.LIVE or not row.publishing:
+            raise PublishRefusal("stream not authorized by the edge")
+        return row.id
 
     async def ended(self, stream_id: str, recording: Path | None, reason: str) -> None:
         from clipfeed.live import service

@@ -80,7 +80,8 @@ class PublishSink(Protocol):
     async def finish(self, reason: str) -> None: ...
 
 
-PublishGate = Callable[[str, str], Awaitable[PublishSink]]
+# (app, stream key, peer address) -> the sink for the accepted publication, or PublishRefusal.
+PublishGate = Callable[[str, str, str], Awaitable[PublishSink]]
 
 
 @dataclass
@@ -359,7 +360,8 @@ class RtmpConnection:
         try:
             if not key:
                 raise PublishRefusal("no stream key")
-            sink = await self.gate(self.app, key)
+            peer = self.writer.get_extra_info("peername")
+            sink = await self.gate(self.app, key, peer[0] if peer else "")
         except PublishRefusal as refusal:
             self._command(PUBLISH_STREAM_ID, "onStatus", 0.0, None,
                           {"level": "error", "code": "NetStream.Publish.BadName", "description": refusal.reason})

@@ -19,14 +19,14 @@ def start_stream(client: httpx.Client, owner: dict | None = None) -> dict:
 
 
 def publish(port: int, key: str, *, seconds: float = 6.0, size: str = "854x480", fps: int = 30,
-            gop: int | None = None, log: Path | None = None) -> subprocess.Popen:
+            gop: int | None = None, log: Path | None = None, app: str = "live") -> subprocess.Popen:
     """ffmpeg publishing a generated stream (testsrc2 + sine, H.264 + AAC, 1 s GOP) in real time."""
     gop = gop or fps
     cmd = [FFMPEG, "-nostdin", "-hide_banner", "-loglevel", "error", "-re",
            "-f", "lavfi", "-i", f"testsrc2=s={size}:r={fps}", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
            "-t", f"{seconds}", "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency",
            "-g", str(gop), "-keyint_min", str(gop), "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "64k",
-           "-f", "flv", f"rtmp://127.0.0.1:{port}/live/{key}"]
+           "-f", "flv", f"rtmp://127.0.0.1:{port}/{app}/{key}"]
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL,
                             stderr=open(log, "wb") if log else subprocess.PIPE)
 

@@ -104,8 +104,12 @@ def test_wrong_key_is_refused_before_any_media(ingest_server, http):
     assert _closed_by_server(sock)
     sock.close()
 
-    # An app other than "live" is refused too, as is an ended stream (its key still exists).
+    # An app other than "live" is refused too; so is "relay" (nginx edges only) from an address
+    # not in rtmp_relay_from, even with a live stream's key; and an ended stream.
     stream = start_stream(http)
+    for app in ("other", "relay"):
+        assert publish(port, stream["stream_key"], seconds=3, app=app).wait(timeout=30) != 0
+    assert http.get(f"/api/v1/live/{stream['stream_id']}").json()["status"] == "idle"
     assert http.post(f"/api/v1/live/{stream['stream_id']}/end", headers=stream["owner"]["headers"]).status_code == 200
     ended = publish(port, stream["stream_key"], seconds=3)
     assert ended.wait(timeout=30) != 0
