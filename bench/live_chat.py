@@ -2,7 +2,7 @@
 limit (5 per 10 s per sender) from many senders; delivery latency (send -> every receiver),
 losses, and the server's CPU and memory.
 
-    python bench/live_chat.py [--clients 1000 --senders 40 --seconds 20 --client-procs 2] [--scale-out]
+    python bench/live_chat.py [--clients 1000 --senders 20 --seconds 20 --client-procs 2] [--scale-out]
 
 Baseline, measured in the same run with the same clients: a bare fan-out server made of the
 `websockets` library alone (no auth, no database, no rules: it broadcasts every text frame it
@@ -97,17 +97,17 @@ async def run_clients(url: str, tokens: list[str | None], senders: int, interval
 
     async def reader(ws):
         nonlocal received
+        # Cheap on purpose (a substring, not a JSON parse): the clients share the machine with the
+        # server, and every microsecond they spend is one the server does not get.
         async for text in ws:
             now = time.time()
-            frame = json.loads(text)
-            kind = frame.get("type")
-            if kind == "message":
-                nonce = frame.get("nonce") or ""
-                if nonce.startswith("t"):
-                    latencies.append(now - float(nonce[1:].split("|", 1)[0]))
-                    received += 1
-            elif kind == "error":
-                refused[frame.get("code", "?")] = refused.get(frame.get("code", "?"), 0) + 1
+            at = text.find('"nonce":"t')
+            if at >= 0:
+                latencies.append(now - float(text[at + 10:text.index("|", at)]))
+                received += 1
+            elif text.startswith('{"type":"error"'):
+                code = json.loads(text).get("code", "?")
+                refused[code] = refused.get(code, 0) + 1
 
     async def sender(index: int, ws):
         nonlocal accepted
@@ -214,7 +214,7 @@ def run_round(name: str, ws_url: str, sender_tokens: list[str | None], clients: 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", type=int, default=1000)
-    parser.add_argument("--senders", type=int, default=40)
+    parser.add_argument("--senders", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--client-procs", type=int, default=2)
     parser.add_argument("--scale-out", action="store_true", help="PostgreSQL + Redis instead of SQLite")

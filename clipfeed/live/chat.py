@@ -39,6 +39,7 @@ router = APIRouter(tags=["live chat"])
 
 MAX_FRAME_CHARS = 8192
 _SHUTDOWN = None
+SAVE_DELAY_S = 0.05  # accepted messages reach the database in batches at most this late
 
 
 def _dumps(message: dict) -> str:
@@ -117,6 +118,8 @@ class Room:
         self.ready = asyncio.Event()
         self.channels = live_channels(self.settings)
         self.channel = self.channels.channel("live", stream_id, "chat")
+        self._unsaved: list[dict] = []
+        self._saving: asyncio.Task | None = None
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"chat-room-{stream_id}")
         self._presence = asyncio.get_running_loop().create_task(self._refresh_presence())
 
@@ -190,6 +193,28 @@ class Room:
             for conn in list(self.connections):
                 await live.note_viewer(self.stream_id, conn.viewer_key, self.settings)
             await asyncio.sleep(interval)
+
+    def save(self, frame: dict) -> None:
+        """Persist an accepted message soon, batched with its neighbours: the database is off the
+        delivery path (one transaction per SAVE_DELAY_S instead of one per message)."""
+        self._unsaved.append(frame)
+        if self._saving is None or self._saving.done():
+            self._saving = asyncio.get_running_loop().create_task(self._save_batches())
+
+    async def _save_batches(self) -> None:
+        await asyncio.sleep(SAVE_DELAY_S)
+        while self._unsaved:
+            batch, self._unsaved = self._unsaved, []
+            try:
+                async with self.app.state.db.transaction() as session:
+                    await cs.store_messages(session, batch)
+            except Exception:  # noqa: BLE001 - delivered live already; only the backlog misses them
+                log.exception("could not save %d chat messages of %s", len(batch), self.stream_id)
+
+    async def saved(self) -> None:
+        """Wait until every message this process accepted is in the database."""
+        while self._saving is not None and not self._saving.done():
+            await asyncio.shield(self._saving)
 
     def add(self, conn: Connection) -> None:
         self.connections.add(conn)
@@ -280,6 +305,7 @@ async def chat_socket(ws: WebSocket, stream_id: str):
     room.add(conn)
     try:
         await room.ready.wait()
+        await room.saved()
         async with db.transaction() as session:
             frames = await cs.backlog(session, stream_id, settings.live_chat_backlog)
         conn.skip_ids = {frame["id"] for frame in frames}
@@ -361,15 +387,16 @@ async def _handle(app, room: Room, conn: Connection, data: dict, nonce: str | No
         slow = 0 if cs.is_moderator(state, chatter.user_id) else state.slow_mode_s
         await _flood(app).admit(room.stream_id, chatter.user_id, slow_mode_s=slow)
         frame = cs.build_frame(state, chatter, text, nonce)
-        async with db.transaction() as session:
-            await cs.store_message(session, frame)
         await room.publish(frame)
+        room.save(frame)
         return
     if kind not in ("delete", "timeout", "ban", "unban", "slow_mode"):
         raise cs.ChatRefused("unknown_type", "unknown frame type")
     if chatter is None:
         raise cs.ChatRefused("sign_in_required", "sign in to moderate")
     actor = chatter.user_id
+    if kind == "delete":
+        await room.saved()
     async with db.transaction() as session:
         if kind == "delete":
             event = await cs.delete_message(session, state, actor, data.get("message_id"))

@@ -151,9 +151,19 @@ def parts(state: RoomState, text: str) -> list[dict]:
     return out
 
 
+_last_id = [0, 0]  # (ms, sequence) of the last id made by this process
+
+
 def new_message_id() -> str:
-    """Time-ordered (ms) and unique: sorts like the messages were accepted."""
-    return f"{int(time.time() * 1000):013d}{secrets.token_hex(6)}"
+    """Time-ordered and unique: strictly increasing within a process (a sequence number breaks
+    ties inside one millisecond), by millisecond across processes, random tail against clashes."""
+    ms = int(time.time() * 1000)
+    if ms <= _last_id[0]:
+        ms, seq = _last_id[0], _last_id[1] + 1
+    else:
+        seq = 0
+    _last_id[0], _last_id[1] = ms, seq
+    return f"{ms:013d}{seq:04d}{secrets.token_hex(4)}"
 
 
 def check_message(settings: Settings, state: RoomState, chatter: Chatter | None, text) -> str:
@@ -196,10 +206,10 @@ def build_frame(state: RoomState, chatter: Chatter, text: str, nonce: str | None
     return frame
 
 
-async def store_message(session: AsyncSession, frame: dict) -> None:
-    session.add(ChatMessage(id=frame["id"], stream_id=frame["stream_id"], user_id=frame["user"]["id"],
-                            text=frame["text"], frame={k: v for k, v in frame.items() if k != "nonce"},
-                            deleted=False))
+async def store_messages(session: AsyncSession, frames: list[dict]) -> None:
+    session.add_all([ChatMessage(id=frame["id"], stream_id=frame["stream_id"], user_id=frame["user"]["id"],
+                                 text=frame["text"], frame={k: v for k, v in frame.items() if k != "nonce"},
+                                 deleted=False) for frame in frames])
     await session.flush()
 
 
