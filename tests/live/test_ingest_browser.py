@@ -24,7 +24,7 @@ PAGE = """<!doctype html><html><body>
 <script>
   window.parts = 0; window.errors = [];
   const video = document.getElementById('player');
-  const hls = new Hls({lowLatencyMode: true, backBufferLength: 10});
+  const hls = new Hls({lowLatencyMode: true, backBufferLength: 10, maxLiveSyncPlaybackRate: 1.5});
   hls.on(Hls.Events.FRAG_LOADED, (_e, data) => { if (data.part) window.parts += 1; });
   hls.on(Hls.Events.ERROR, (_e, data) => { if (data.fatal) window.errors.push(data.details); });
   hls.loadSource(new URLSearchParams(location.search).get('src'));
@@ -75,15 +75,15 @@ def test_hls_js_plays_the_live_stream_in_low_latency_mode(ingest_server, browser
             page.wait_for_function("() => { const v = document.getElementById('player');"
                                    " return v.videoWidth > 0 && v.currentTime > 0.5 && !v.paused; }")
             start = page.evaluate("document.getElementById('player').currentTime")
-            page.wait_for_function("t => document.getElementById('player').currentTime > t + 2", arg=start)
+            page.wait_for_function("t => document.getElementById('player').currentTime > t + 6", arg=start)
             state = page.evaluate("""() => ({parts: window.parts, errors: window.errors, lowLatency: hls.lowLatencyMode,
                 latency: hls.latency, width: document.getElementById('player').videoWidth})""")
             print("hls.js", state)
             assert state["errors"] == [], state
             assert state["lowLatency"] and state["parts"] > 0, state
             assert state["width"] in (854, 640), state
-            # Well inside what a low-latency player should hold back (PART-HOLD-BACK is ~1 s).
-            assert 0 < state["latency"] < 4.0, state
+            # With catch-up allowed hls.js settles near PART-HOLD-BACK (~1 s) behind the live edge.
+            assert 0 < state["latency"] < 2.0, state
             # Viewers are counted from playlist polls.
             state_api = http.get(f"/api/v1/live/{stream['stream_id']}").json()
             assert state_api["viewers"] >= 1, state_api
