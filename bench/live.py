@@ -35,6 +35,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._harness import ServerProcess, free_port, print_table, register  # noqa: E402
+from clipfeed.live.packager import iter_boxes, parse_fragment, parse_init  # noqa: E402
 
 WIDTH, HEIGHT, FPS = 854, 480, 30
 BITS = 48
@@ -125,6 +126,16 @@ def newest_capture_ms(data: bytes) -> int | None:
     return decode_time(newest.to_ndarray(format="gray"))
 
 
+def starts_on_keyframe(init_info, data: bytes) -> bool:
+    """Whether a part's first video sample is a keyframe (read from its moof, as a player does)."""
+    for kind, start, end in iter_boxes(data):
+        if kind == "moof":
+            info = parse_fragment(data, (start, end), init_info)
+            if info.video_duration > 0:
+                return info.independent
+    return False
+
+
 class LowLatencyPlayer(threading.Thread):
     """Follows the preload hint part by part (what hls.js does in low-latency mode)."""
 
@@ -136,29 +147,25 @@ class LowLatencyPlayer(threading.Thread):
     def run(self) -> None:
         with httpx.Client(timeout=15) as http:
             init = http.get(f"{self.base}/init.mp4").content
+            init_info = parse_init(init)
             text = http.get(f"{self.base}/index.m3u8").text
-            hint = re.search(r'PRELOAD-HINT:TYPE=PART,URI="p(\d+)\.(\d+)\.m4s"', text)
-            msn, part = int(hint.group(1)), int(hint.group(2))
+            hint = int(re.search(r'PRELOAD-HINT:TYPE=PART,URI="part(\d+)\.m4s"', text).group(1))
             segment = b""
             while not self.stop.is_set():
-                # The server holds this request until the part exists; a 404 means the segment
-                # was closed before it (the next part is then the next segment's first).
-                response = http.get(f"{self.base}/p{msn}.{part}.m4s")
+                # The server holds this request until the part exists (parts are numbered across
+                # segments, so the hint is always the next one).
+                response = http.get(f"{self.base}/part{hint}.m4s")
                 if response.status_code != 200:
-                    if part == 0:
-                        text = http.get(f"{self.base}/index.m3u8").text
-                        if "#EXT-X-ENDLIST" in text:
-                            return
-                        continue
-                    msn, part, segment = msn + 1, 0, b""
+                    if "#EXT-X-ENDLIST" in http.get(f"{self.base}/index.m3u8").text:
+                        return
                     continue
-                if part == 0:
-                    segment = b""
+                if starts_on_keyframe(init_info, response.content):
+                    segment = b""  # decoding restarts at every keyframe, as a decoder would
                 segment += response.content
                 captured = newest_capture_ms(init + segment)
                 if captured is not None:
                     self.latencies.append(time.time() - captured / 1000)
-                part += 1
+                hint += 1
 
 
 class SegmentPlayer(threading.Thread):

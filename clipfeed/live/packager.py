@@ -5,9 +5,10 @@ stream (``clipfeed.media.ffmpeg_live``: a fragment at every keyframe and every ~
 this module cuts it:
 
 * ``ftyp`` + ``moov`` -> ``init.mp4`` (``EXT-X-MAP``); codecs and size are read from it;
-* every ``moof``+``mdat`` pair -> one **part** ``p<msn>.<i>.m4s`` (``EXT-X-PART``, ``INDEPENDENT=YES``
-  when it starts on a keyframe); a fragment without video (audio that ran ahead) is carried into
-  the next part;
+* every ``moof``+``mdat`` pair -> one **part** ``part<n>.m4s`` (``EXT-X-PART``, ``INDEPENDENT=YES``
+  when it starts on a keyframe), numbered across segments so the ``EXT-X-PRELOAD-HINT`` name is
+  right whichever segment the next part lands in; a fragment without video (audio that ran
+  ahead) is carried into the next part;
 * a **segment** ``s<msn>.m4s`` (``EXTINF``) is the concatenation of its parts; a new one starts at
   the first keyframe once the open one holds ``segment_s``, or without a keyframe once it would
   exceed ``max_segment_s`` (= ``EXT-X-TARGETDURATION``).
@@ -241,14 +242,15 @@ def parse_fragment(data: bytes, moof: tuple[int, int], init: InitInfo) -> Fragme
 @dataclass
 class Part:
     msn: int
-    index: int
+    index: int   # within its segment
+    seq: int     # across the whole publish session: the file name
     duration: float
     independent: bool
     size: int
 
     @property
     def uri(self) -> str:
-        return f"p{self.msn}.{self.index}.m4s"
+        return f"part{self.seq}.m4s"
 
 
 @dataclass
@@ -290,6 +292,7 @@ class Packager:
         self.init: InitInfo | None = None
         self.segments: list[Segment] = []
         self.next_msn = 0
+        self.next_part = 0
         self.ended = False
         self.bytes_total = 0
         self.seconds_total = 0.0
@@ -350,7 +353,9 @@ class Packager:
             self.next_msn += 1
             self.segments.append(open_seg)
             self._segment_bytes.clear()
-        part = Part(open_seg.msn, len(open_seg.parts), info.video_duration, info.independent, len(body))
+        part = Part(open_seg.msn, len(open_seg.parts), self.next_part, info.video_duration, info.independent,
+                    len(body))
+        self.next_part += 1
         _write_atomic(self.dir / part.uri, body)
         self._segment_bytes += body
         open_seg.parts.append(part)
@@ -422,6 +427,10 @@ class Packager:
                 return seg.complete if part is None else (seg.complete or part < len(seg.parts))
         return False
 
+    def has_part(self, seq: int) -> bool:
+        """Whether part file number ``seq`` was written (or never will be: the stream ended)."""
+        return self.ended or seq < self.next_part
+
     def position(self) -> tuple[int, int]:
         """(msn of the newest segment, parts it has) — (-1, 0) before the first part."""
         if not self.segments:
@@ -456,9 +465,7 @@ class Packager:
         if self.ended:
             lines.append("#EXT-X-ENDLIST")
         elif self.segments:
-            last = self.segments[-1]
-            hint = (last.msn + 1, 0) if last.complete else (last.msn, len(last.parts))
-            lines.append(f'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="p{hint[0]}.{hint[1]}.m4s"')
+            lines.append(f'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="part{self.next_part}.m4s"')
         return "\n".join(lines) + "\n"
 
     def _write_playlist(self) -> None:
@@ -515,31 +522,27 @@ def package_file(data: bytes, out_dir: Path, config: PackagerConfig | None = Non
     return packager
 
 
-def playlist_position(text: str) -> tuple[int, int, bool]:
-    """(newest segment msn, its parts, ended) from a media playlist written by ``Packager``
-    (for blocking reloads when the packager runs in another process)."""
-    msn = -1
+def playlist_position(text: str) -> tuple[int, int, bool, int]:
+    """(newest segment msn, its parts or -1 when it is complete, ended, next part number) from a
+    media playlist written by ``Packager`` (for blocking reloads when the packager runs in
+    another process)."""
+    msn = 0
     parts = 0
     ended = False
-    first = 0
-    seen = 0
+    next_part = 0
     for line in text.splitlines():
         if line.startswith("#EXT-X-MEDIA-SEQUENCE:"):
-            first = int(line.split(":", 1)[1])
+            msn = int(line.split(":", 1)[1])
         elif line.startswith("#EXT-X-PART:"):
+            parts += 1
             uri = line.split('URI="', 1)[1].split('"', 1)[0]
-            m, i = uri[1:-4].split(".")
-            if int(m) != msn:
-                msn, parts = int(m), 0
-            parts = int(i) + 1
-        elif line.startswith("#EXTINF"):
-            seen += 1
+            next_part = max(next_part, int(uri[4:-4]) + 1)
+        elif line.startswith("#EXT-X-PRELOAD-HINT:"):
+            next_part = max(next_part, int(line.split('URI="part', 1)[1].split(".", 1)[0]))
         elif line.startswith("s") and line.endswith(".m4s"):
-            done = int(line[1:-4])
-            if done >= msn:
-                msn, parts = done, -1  # complete: every part
+            msn, parts = msn + 1, 0
         elif line == "#EXT-X-ENDLIST":
             ended = True
-    if msn < 0 and seen:
-        msn = first + seen - 1
-    return msn, parts, ended
+    if parts:
+        return msn, parts, ended, next_part
+    return msn - 1, -1, ended, next_part

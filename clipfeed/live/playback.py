@@ -3,7 +3,7 @@
 Registered before the delivery router so ``/media/live/`` is never taken for a video's media key.
 
 * Names are matched against a fixed grammar (``master.m3u8``, ``<rung>/index.m3u8``,
-  ``<rung>/init.mp4``, ``<rung>/s<n>.m4s``, ``<rung>/p<n>.<i>.m4s``) and the stream id against
+  ``<rung>/init.mp4``, ``<rung>/s<n>.m4s``, ``<rung>/part<n>.m4s``) and the stream id against
   the id alphabet, so no path can leave the stream's folder; anything else is a 404, as is an
   unknown stream.
 * Blocking reload: ``index.m3u8?_HLS_msn=M[&_HLS_part=P]`` is held until the playlist holds
@@ -16,6 +16,9 @@ Registered before the delivery router so ``/media/live/`` is never taken for a v
   seconds, parts/segments/init ``max-age=86400, immutable`` (their names are never reused within a
   publish session).
 * Media playlist requests report the viewer (deduplicated by ``live.service.viewer_key_for``).
+* Visibility follows the stream's: public and unlisted streams are served to anyone with the id
+  (and may sit in shared caches); followers-only and private ones only to whom
+  ``live.service.get_visible`` allows, with ``Cache-Control: private``; hidden = 404.
 """
 
 from __future__ import annotations
@@ -36,8 +39,8 @@ from clipfeed.live import packager as packaging
 router = APIRouter(tags=["live"])
 
 _STREAM_ID = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
-_NAME = re.compile(r"^(?:(master\.m3u8)|([a-z]{1,8})/(index\.m3u8|init\.mp4|s\d{1,9}\.m4s|p\d{1,9}\.\d{1,4}\.m4s))$")
-_PART = re.compile(r"^p(\d+)\.(\d+)\.m4s$")
+_NAME = re.compile(r"^(?:(master\.m3u8)|([a-z]{1,8})/(index\.m3u8|init\.mp4|s\d{1,9}\.m4s|part\d{1,9}\.m4s))$")
+_PART = re.compile(r"^part(\d+)\.m4s$")
 _MIME = {".m3u8": "application/vnd.apple.mpegurl", ".mp4": "video/mp4", ".m4s": "video/iso.segment"}
 _NO_STORE = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 FILE_POLL_S = 0.05
@@ -64,19 +67,24 @@ def _int_param(request: Request, name: str) -> int | None:
     return int(value)
 
 
-async def _wait(rung_dir: Path, msn: int, part: int | None, timeout_s: float) -> None:
-    """Hold until the rung's playlist holds (msn, part), or the timeout passes."""
+async def _wait(rung_dir: Path, msn: int | None, part: int | None, timeout_s: float, *,
+                part_file: int | None = None) -> None:
+    """Hold until the rung's playlist holds segment ``msn`` (its part ``part``), or part file
+    number ``part_file`` exists, or the timeout passes."""
     packager = packaging.active(rung_dir)
     deadline = time.monotonic() + timeout_s
     if packager is not None:
-        current, _ = packager.position()
-        if msn > current + 2:
+        if msn is not None and msn > packager.position()[0] + 2:
             raise ValidationFailed("_HLS_msn is more than two segments ahead of the live edge",
                                    code="msn_too_far", headers=dict(_NO_STORE))
+        if part_file is not None:
+            ready = lambda: packager.has_part(part_file)  # noqa: E731
+        else:
+            ready = lambda: packager.has(msn, part)  # noqa: E731
         cond = packager.changed
         async with cond:
             try:
-                await asyncio.wait_for(cond.wait_for(lambda: packager.has(msn, part)), timeout_s)
+                await asyncio.wait_for(cond.wait_for(ready), timeout_s)
             except asyncio.TimeoutError:
                 pass
         return
@@ -84,14 +92,18 @@ async def _wait(rung_dir: Path, msn: int, part: int | None, timeout_s: float) ->
     first = True
     while True:
         try:
-            current, parts, ended = packaging.playlist_position(playlist.read_text())
-        except OSError:
-            current, parts, ended = -1, 0, False
-        if first and current >= 0 and msn > current + 2:
+            current, parts, ended, next_part = packaging.playlist_position(playlist.read_text())
+        except (OSError, ValueError, IndexError):
+            current, parts, ended, next_part = -1, 0, False, 0
+        if first and msn is not None and current >= 0 and msn > current + 2:
             raise ValidationFailed("_HLS_msn is more than two segments ahead of the live edge",
                                    code="msn_too_far", headers=dict(_NO_STORE))
         first = False
-        satisfied = ended or current > msn or (current == msn and (parts == -1 or (part is not None and part < parts)))
+        if part_file is not None:
+            satisfied = ended or part_file < next_part
+        else:
+            satisfied = ended or current > msn or (
+                current == msn and (parts == -1 or (part is not None and part < parts)))
         if satisfied or time.monotonic() >= deadline:
             return
         await asyncio.sleep(FILE_POLL_S)  # another process writes the playlist: nothing to wait on
@@ -113,6 +125,52 @@ async def _note_viewer(request: Request, stream_id: str) -> None:
         pass
 
 
+ACCESS_TTL_S = 2.0
+MAX_ACCESS_ENTRIES = 20_000
+
+
+async def _audience(request: Request, stream_id: str) -> str | None:
+    """"public" (anyone with the id: public and unlisted streams), "private" (this caller may see
+    a followers-only or private stream), or None (unknown stream, or hidden from this caller -
+    both a 404). Cached for ~2 s per stream (and per caller for restricted streams): playlist
+    polls arrive several times a second per viewer and must not each cost a query."""
+    from clipfeed.accounts import service as accounts
+    from clipfeed.live import service
+    from clipfeed.live.models import LiveStream
+
+    state = request.app.state
+    cache: dict = getattr(state, "live_access", None)
+    if cache is None:
+        cache = state.live_access = {}
+    now = time.monotonic()
+    if len(cache) > MAX_ACCESS_ENTRIES:
+        cache.clear()
+    hit = cache.get(stream_id)
+    if hit is None or hit[0] <= now:
+        async with state.db.transaction() as session:
+            stream = await session.get(LiveStream, stream_id)
+            visibility = stream.visibility if stream is not None else None
+        hit = cache[stream_id] = (now + ACCESS_TTL_S, visibility)
+    visibility = hit[1]
+    if visibility is None:
+        return None
+    if visibility in ("public", "unlisted"):
+        return "public"
+    token = request_token(request)
+    key = (stream_id, hashlib.sha256(token.encode()).hexdigest() if token else "")
+    hit = cache.get(key)
+    if hit is None or hit[0] <= now:
+        allowed = True
+        async with state.db.transaction() as session:
+            user = await accounts.user_for_token(session, token) if token else None
+            try:
+                await service.get_visible(session, stream_id, user)
+            except NotFound:
+                allowed = False
+        hit = cache[key] = (now + ACCESS_TTL_S, allowed)
+    return "private" if hit[1] else None
+
+
 @router.get("/media/live/{stream_id}/{name:path}", summary="LL-HLS playlists, parts and segments of a live stream")
 async def live_media(stream_id: str, name: str, request: Request) -> Response:
     raw = request.scope.get("raw_path", b"")
@@ -124,6 +182,9 @@ async def live_media(stream_id: str, name: str, request: Request) -> Response:
     settings = request.app.state.settings
     stream_dir = settings.resolved_data_dir / "live" / stream_id
     if not stream_dir.is_dir():
+        raise _not_found()
+    audience = await _audience(request, stream_id)
+    if audience is None:
         raise _not_found()
     path = stream_dir / name
     timeout_s = settings.live_block_timeout_s
@@ -137,12 +198,15 @@ async def live_media(stream_id: str, name: str, request: Request) -> Response:
         await _note_viewer(request, stream_id)
     elif (hint := _PART.match(leaf)) is not None and not path.exists():
         # The preload hint: hold the request until the part is written (or give up).
-        await _wait(path.parent, int(hint.group(1)), int(hint.group(2)), timeout_s)
+        await _wait(path.parent, None, None, timeout_s, part_file=int(hint.group(1)))
     elif leaf == packaging.MASTER and not path.exists():
         pass
     try:
         body = path.read_bytes()
     except OSError:
         raise _not_found() from None
-    headers = {"Cache-Control": _cache_control(name), "X-Content-Type-Options": "nosniff"}
+    cache_control = _cache_control(name)
+    if audience != "public":  # followers-only / private: never in a shared cache
+        cache_control = cache_control.replace("public", "private")
+    headers = {"Cache-Control": cache_control, "X-Content-Type-Options": "nosniff"}
     return Response(body, media_type=_MIME[path.suffix], headers=headers)

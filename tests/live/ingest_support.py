@@ -11,9 +11,10 @@ from tests.conftest import register
 from tests.mediagen import FFMPEG
 
 
-def start_stream(client: httpx.Client, owner: dict | None = None) -> dict:
+def start_stream(client: httpx.Client, owner: dict | None = None, visibility: str = "public") -> dict:
     owner = owner or register(client)
-    response = client.post("/api/v1/live/start", json={"title": "test stream"}, headers=owner["headers"])
+    response = client.post("/api/v1/live/start", json={"title": "test stream", "visibility": visibility},
+                           headers=owner["headers"])
     assert response.status_code == 201, response.text
     return {**response.json(), "owner": owner}
 

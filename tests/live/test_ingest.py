@@ -11,7 +11,7 @@ import av
 import httpx
 import pytest
 
-from tests.conftest import LiveServer, wait_for
+from tests.conftest import LiveServer, register, wait_for
 from tests.live.ingest_support import publish, rtmp_port, start_stream
 
 
@@ -63,16 +63,19 @@ def test_publish_plays_as_ll_hls_and_becomes_a_replay(ingest_server, http, tmp_p
         assert _decode_frames(init.content + part.content) >= 1
 
         # Blocking reload: ask for the part after the newest one; the answer holds it.
-        msn, index = map(int, re.search(r'PRELOAD-HINT:TYPE=PART,URI="p(\d+)\.(\d+)\.m4s"', text).groups())
+        msn = int(re.search(r"#EXT-X-MEDIA-SEQUENCE:(\d+)", text).group(1)) + len(re.findall(r"^s\d+\.m4s$", text, re.M))
+        index = len(re.split(r"^s\d+\.m4s$", text, flags=re.M)[-1].split("#EXT-X-PART:")) - 1
+        hinted = re.search(r'PRELOAD-HINT:TYPE=PART,URI="([^"]+)"', text).group(1)
         started = time.monotonic()
         blocked = http.get(f"{base}/src/index.m3u8", params={"_HLS_msn": msn, "_HLS_part": index})
         assert blocked.status_code == 200
-        assert f'URI="p{msn}.{index}.m4s"' in blocked.text or f"s{msn}.m4s" in blocked.text
+        assert f'URI="{hinted}"' in blocked.text  # the part that did not exist yet is listed now
         assert time.monotonic() - started < 3
 
         # The preload-hinted part itself is held until it exists.
-        hinted = re.search(r'PRELOAD-HINT:TYPE=PART,URI="([^"]+)"', blocked.text).group(1)
-        assert http.get(f"{base}/src/{hinted}").status_code == 200
+        next_hint = re.search(r'PRELOAD-HINT:TYPE=PART,URI="([^"]+)"', blocked.text).group(1)
+        assert next_hint != hinted
+        assert http.get(f"{base}/src/{next_hint}").status_code == 200
 
         # The low rung decodes too (a complete segment).
         low = wait_for(lambda: (t := http.get(f"{base}/low/index.m3u8").text) and re.search(r"^s\d+\.m4s$", t, re.M),
@@ -108,3 +111,24 @@ def test_publish_plays_as_ll_hls_and_becomes_a_replay(ingest_server, http, tmp_p
                      timeout=120, message="replay processed")
     assert video["status"] == "ready", video
     assert 5000 <= video["duration_ms"] <= 8500
+
+
+def test_a_private_stream_plays_only_for_its_owner(ingest_server, http, tmp_path):
+    stream = start_stream(http, visibility="private")
+    publisher = publish(rtmp_port(ingest_server), stream["stream_key"], seconds=4, log=tmp_path / "pub.log")
+    try:
+        base = f"/media/live/{stream['stream_id']}"
+        owner = stream["owner"]["headers"]
+        master = wait_for(lambda: (r := http.get(f"{base}/master.m3u8", headers=owner)).status_code == 200 and r,
+                          timeout=30, message="master for the owner")
+        assert master.headers["cache-control"].startswith("private")
+        part = re.search(r'URI="(part\d+\.m4s)"', http.get(f"{base}/src/index.m3u8", headers=owner).text).group(1)
+        assert http.get(f"{base}/src/{part}", headers=owner).headers["cache-control"].startswith("private")
+        stranger = register(http)["headers"]
+        for headers in ({}, stranger):
+            for name in ("master.m3u8", "src/index.m3u8", f"src/{part}", "src/init.mp4"):
+                assert http.get(f"{base}/{name}", headers=headers).status_code == 404
+        assert publisher.wait(timeout=30) == 0
+    finally:
+        if publisher.poll() is None:
+            publisher.kill()

@@ -94,10 +94,16 @@ def test_separate_ingest_process_with_the_api_serving_its_files(settings_factory
                                 and "PRELOAD-HINT" in r.text and r.text, timeout=30, message="playlist")
                 assert http.get(f"/api/v1/live/{stream['stream_id']}").json()["status"] == "live"
                 # Blocking reload works across processes (the API re-reads the playlist).
-                msn, part = map(int, re.search(r'PRELOAD-HINT:TYPE=PART,URI="p(\d+)\.(\d+)\.m4s"', text).groups())
+                msn = int(re.search(r"#EXT-X-MEDIA-SEQUENCE:(\d+)", text).group(1)) \
+                    + len(re.findall(r"^s\d+\.m4s$", text, re.M))
+                part = len(re.split(r"^s\d+\.m4s$", text, flags=re.M)[-1].split("#EXT-X-PART:")) - 1
+                hinted = re.search(r'PRELOAD-HINT:TYPE=PART,URI="([^"]+)"', text).group(1)
                 started = time.monotonic()
                 held = http.get(f"{base}/index.m3u8", params={"_HLS_msn": msn, "_HLS_part": part})
-                assert f'URI="p{msn}.{part}.m4s"' in held.text or f"s{msn}.m4s" in held.text
+                assert f'URI="{hinted}"' in held.text
+                # The hinted part itself is held until it exists, across processes too.
+                next_hint = re.search(r'PRELOAD-HINT:TYPE=PART,URI="([^"]+)"', held.text).group(1)
+                assert http.get(f"{base}/{next_hint}").status_code == 200
                 assert time.monotonic() - started < 3
                 far = http.get(f"{base}/index.m3u8", params={"_HLS_msn": msn + 50})
                 assert far.status_code == 422 and far.json()["error"]["code"] == "msn_too_far"

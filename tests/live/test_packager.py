@@ -78,11 +78,14 @@ def test_parts_and_segments_of_a_one_second_gop(one_second_gop, tmp_path):
     parts = _parts(text)
     assert parts and all(d <= 0.334 for d, _, _ in parts)
     assert all(0.15 <= d for d, _, _ in parts[:-1])
-    # Parts are listed for the last 3 segments only, each segment's first part is independent.
-    listed = sorted({int(uri[1:].split(".")[0]) for _, uri, _ in parts})
-    assert listed == [4, 5, 6]
-    for msn in listed:
-        mine = [p for p in parts if p[1].startswith(f"p{msn}.")]
+    # Parts are listed for the last 3 segments only (just before their EXTINF), each segment's
+    # first part is independent, and parts are numbered across segments.
+    blocks = {int(m.group(2)): _parts(m.group(1)) for m in re.finditer(r"((?:#EXT-X-PART:.*\n)+)#EXTINF:[\d.]+,\ns(\d+)\.m4s", text)}
+    assert sorted(blocks) == [4, 5, 6]
+    numbers = [int(uri[4:-4]) for _, uri, _ in parts]
+    assert numbers == list(range(numbers[0], numbers[0] + len(numbers)))
+    for msn in sorted(blocks):
+        mine = blocks[msn]
         assert mine[0][2] and not any(ind for _, _, ind in mine[1:])
         assert sum(d for d, _, _ in mine) == pytest.approx(dict((u, d) for d, u in segments)[f"s{msn}.m4s"], abs=1e-3)
         # The segment file is its parts, byte for byte.
@@ -93,7 +96,7 @@ def test_parts_and_segments_of_a_one_second_gop(one_second_gop, tmp_path):
     init = (tmp_path / INIT).read_bytes()
     with av.open(io.BytesIO(init + (tmp_path / "s2.m4s").read_bytes()), format="mp4") as c:
         assert sum(1 for _ in c.decode(video=0)) == 30
-    with av.open(io.BytesIO(init + (tmp_path / "p3.0.m4s").read_bytes()), format="mp4") as c:
+    with av.open(io.BytesIO(init + (tmp_path / blocks[4][0][1]).read_bytes()), format="mp4") as c:
         assert sum(1 for _ in c.decode(video=0)) >= 7
     assert packager.init.codecs.startswith("avc1.") and packager.init.codecs.endswith(",mp4a.40.2")
     assert (packager.init.video.width, packager.init.video.height) == (320, 240)
@@ -113,9 +116,10 @@ def test_live_playlist_window_preload_hint_and_position(one_second_gop, tmp_path
             seen_positions.append((msn, parts))
             # The playlist written so far tells another process the same position.
             parsed = playlist_position(text)
-            assert (parsed[0], parsed[1] if parsed[1] != -1 else parts) == (msn, parts)
-            hint = re.search(r'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="p(\d+)\.(\d+)\.m4s"', text)
-            assert hint and (int(hint.group(1)), int(hint.group(2))) == (msn, parts)
+            assert parsed == (msn, parts, False, packager.next_part)
+            hint = re.search(r'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="part(\d+)\.m4s"', text)
+            assert hint and int(hint.group(1)) == packager.next_part
+            assert packager.has_part(packager.next_part - 1) and not packager.has_part(packager.next_part)
             assert packager.has(msn, parts - 1) and not packager.has(msn, parts) and not packager.has(msn + 1, 0)
     packager.close()
     text = (tmp_path / PLAYLIST).read_text()
@@ -123,7 +127,7 @@ def test_live_playlist_window_preload_hint_and_position(one_second_gop, tmp_path
     assert re.search(r"#EXT-X-MEDIA-SEQUENCE:(\d+)", text).group(1) == "4"
     assert [u for _, u in _segments(text)] == ["s4.m4s", "s5.m4s"]
     # Files leave the disk one window after leaving the playlist.
-    assert not (tmp_path / "s0.m4s").exists() and not (tmp_path / "p1.0.m4s").exists()
+    assert not (tmp_path / "s0.m4s").exists() and not (tmp_path / "part1.m4s").exists()
     assert (tmp_path / "s2.m4s").exists() and (tmp_path / "s3.m4s").exists()
     assert seen_positions[-1][0] == 6
 
@@ -135,10 +139,10 @@ def test_sparse_keyframes_are_cut_at_the_target_duration(tmp_path):
     segments = _segments(text)
     assert all(d <= 2.0 + 1e-3 for d, _ in segments)
     parts = _parts(text)
-    # Only parts starting a GOP (every 4 s) are independent.
-    independent = [uri for _, uri, ind in parts if ind]
-    assert independent and all(uri.endswith(".0.m4s") for uri in independent)
-    assert any(uri.endswith(".0.m4s") and not ind for _, uri, ind in parts)
+    # Only parts starting a GOP (every 4 s) are independent; a force-cut segment starts without one.
+    firsts = [_parts(m.group(1))[0] for m in re.finditer(r"((?:#EXT-X-PART:.*\n)+)#EXTINF", text)]
+    assert any(ind for _, _, ind in firsts) and any(not ind for _, _, ind in firsts)
+    assert sum(1 for _, _, ind in parts if ind) <= 2
 
 
 def test_encoded_rung_takes_keyframes_from_the_source(tmp_path):

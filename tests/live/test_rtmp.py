@@ -176,7 +176,7 @@ def test_second_publisher_and_hostile_clients_leave_a_good_publisher_alone(inges
         # The good publisher was never disturbed: its playlist keeps growing and it ends cleanly.
         def newest_msn():
             text = http.get(f"{base}/src/index.m3u8").text
-            return max(int(m) for m in re.findall(r'URI="p(\d+)\.\d+\.m4s"', text))
+            return max(int(m) for m in re.findall(r'URI="part(\d+)\.m4s"', text))
 
         before = newest_msn()
         wait_for(lambda: newest_msn() > before, timeout=10, message="playlist still growing")
