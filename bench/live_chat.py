@@ -34,6 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench._harness import ServerProcess, free_port, print_table, register  # noqa: E402
 
 GOAL_P99_MS = 50.0
+# Browsers always offer permessage-deflate and uvicorn accepts it: compress like them by default.
+COMPRESSION = os.environ.get("BENCH_CHAT_COMPRESSION", "1") != "0"
 PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -83,7 +85,8 @@ async def run_clients(url: str, tokens: list[str | None], senders: int, interval
     async def open_one(token):
         async with connect_gate:
             full = url + (f"?token={token}" if token else "")
-            ws = await connect(full, max_size=2**22, max_queue=None, open_timeout=120, ping_interval=None)
+            ws = await connect(full, max_size=2**22, max_queue=None, open_timeout=120, ping_interval=None,
+                               compression="deflate" if COMPRESSION else None)
             await ws.recv()  # hello
             await ws.recv()  # backlog
             return ws
