@@ -303,7 +303,6 @@ class Packager:
         self._moof: bytes | None = None
         self._forget: list[Segment] = []
         self._changed: asyncio.Condition | None = None
-        self.ready = asyncio.Event() if _has_loop() else None
         _registry[("dir", str(self.dir))] = self
 
     # -- input
@@ -364,8 +363,6 @@ class Packager:
         self.bytes_total += len(body)
         self.seconds_total += part.duration
         self._write_playlist()
-        if self.ready is not None:
-            self.ready.set()
         return True
 
     def _close_segment(self, seg: Segment) -> None:
@@ -489,14 +486,6 @@ class Packager:
             body = await reader.readexactly(size - len(header)) if size > len(header) else b""
             if self.feed_box(kind.decode("latin-1"), header + body):
                 await self.announce()
-
-
-def _has_loop() -> bool:
-    try:
-        asyncio.get_running_loop()
-        return True
-    except RuntimeError:
-        return False
 
 
 def _iso(ts: float) -> str:
