@@ -28,6 +28,7 @@ import contextlib
 import logging
 import shutil
 import struct
+from collections import deque
 from pathlib import Path
 
 import clipfeed.db.models  # noqa: F401 - every table: `clipfeed ingest` writes rows with foreign keys
@@ -71,7 +72,13 @@ def is_sequence_header(type_id: int, payload: bytes) -> bool:
 
 
 class Rung:
-    """One ffmpeg + its packager, fed FLV."""
+    """One ffmpeg + its packager, fed FLV.
+
+    Writes never block the publisher: tags queue in a per-rung backlog drained by a task, so a
+    rung whose encoder falls behind (CPU) delays only itself. A rung more than
+    ``MAX_BACKLOG_BYTES`` behind is dropped (killed, left out of the master playlist)."""
+
+    MAX_BACKLOG_BYTES = 16 * 1024 * 1024
 
     def __init__(self, plan: LiveRungPlan, out_dir: Path, settings: Settings):
         self.plan = plan
@@ -82,11 +89,17 @@ class Rung:
         self.ffmpeg = LiveFFmpeg(live_rung_args(plan, part_s=settings.live_part_s, preset=settings.live_x264_preset),
                                  time_limit_s=settings.rtmp_max_session_s + 60, ffmpeg=settings.ffmpeg_path)
         self.reader: asyncio.Task | None = None
+        self.pump: asyncio.Task | None = None
+        self.backlog: deque[bytes | None] = deque()
+        self.backlog_bytes = 0
+        self._wake = asyncio.Event()
         self.broken = False
 
     async def start(self, prelude: bytes) -> None:
         await self.ffmpeg.start()
-        self.reader = asyncio.get_running_loop().create_task(self._read())
+        loop = asyncio.get_running_loop()
+        self.reader = loop.create_task(self._read())
+        self.pump = loop.create_task(self._pump())
         await self.write(prelude)
 
     async def _read(self) -> None:
@@ -94,25 +107,57 @@ class Rung:
             await self.packager.consume(self.ffmpeg.stdout)
         except Exception:
             log.exception("live rung %s: packaging failed", self.plan.name)
-            self.broken = True
-            self.ffmpeg.kill()
+            self._break()
+
+    def _break(self) -> None:
+        self.broken = True
+        self.backlog.clear()
+        self.backlog_bytes = 0
+        self.ffmpeg.kill()
 
     async def write(self, data: bytes) -> None:
         if self.broken:
             return
-        try:
-            self.ffmpeg.stdin.write(data)
-            await self.ffmpeg.stdin.drain()
-        except (ConnectionError, OSError):
-            self.broken = True
-            log.warning("live rung %s: ffmpeg stopped reading: %s", self.plan.name,
-                        self.ffmpeg.stderr_tail.decode(errors="replace")[-300:])
+        if self.backlog_bytes + len(data) > self.MAX_BACKLOG_BYTES:
+            log.warning("live rung %s: ffmpeg fell %d bytes behind; dropping the rung", self.plan.name,
+                        self.backlog_bytes)
+            self._break()
+            return
+        self.backlog.append(data)
+        self.backlog_bytes += len(data)
+        self._wake.set()
+
+    async def _pump(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self.backlog:
+                data = self.backlog.popleft()
+                if data is None:
+                    await self.ffmpeg.close_input()
+                    return
+                self.backlog_bytes -= len(data)
+                try:
+                    self.ffmpeg.stdin.write(data)
+                    await self.ffmpeg.stdin.drain()
+                except (ConnectionError, OSError):
+                    log.warning("live rung %s: ffmpeg stopped reading: %s", self.plan.name,
+                                self.ffmpeg.stderr_tail.decode(errors="replace")[-300:])
+                    self._break()
+                    return
 
     async def finish(self) -> None:
+        if self.pump is not None and not self.pump.done():
+            self.backlog.append(None)  # end of input once the backlog is written
+            self._wake.set()
+            try:
+                await asyncio.wait_for(self.pump, DRAIN_S)
+            except asyncio.TimeoutError:
+                self.ffmpeg.kill()
         await self.ffmpeg.close_input()
         code = await self.ffmpeg.wait(DRAIN_S)
         if self.reader is not None:
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, asyncio.TimeoutError):
                 await asyncio.wait_for(self.reader, DRAIN_S)
         if code:
             log.info("live rung %s: ffmpeg exited %s: %s", self.plan.name, code,
@@ -286,11 +331,11 @@ class StreamSession:
             await rung.write(keyframe_tag)
 
     def _maybe_write_master(self) -> None:
-        ready = [r for r in self.rungs if r.packager.segments and r.packager.init is not None]
+        ready = [r for r in self.rungs if r.packager.segments and r.packager.init is not None and not r.broken]
         names = {r.plan.name for r in ready}
         if not ready or names == self.master_written:
             return
-        if not self.master_written and len(ready) < len(self.rungs):
+        if not self.master_written and len(ready) < sum(1 for r in self.rungs if not r.broken):
             return  # the first master lists every starting rung
         _write_atomic(self.dir / MASTER, master_playlist(ready).encode())
         self.master_written = names
