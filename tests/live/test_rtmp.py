@@ -213,3 +213,71 @@ def test_amf_round_trip():
     assert amf.decode_all(amf.encode(*values)) == values
     with pytest.raises(amf.AMFError):
         amf.decode_all(b"\x03" * 100)  # nested deeper than the limit / truncated
+
+
+def _reader_over(data: bytes, **limits):
+    import asyncio
+
+    from clipfeed.live.rtmp import ChunkReader, RtmpLimits
+
+    buffer = memoryview(data)
+    position = [0]
+
+    async def read(n: int) -> bytes:
+        if position[0] + n > len(buffer):
+            raise ConnectionResetError("end of test data")
+        chunk = bytes(buffer[position[0]:position[0] + n])
+        position[0] += n
+        return chunk
+
+    reader = ChunkReader(read, RtmpLimits(**limits))
+
+    def messages():
+        async def collect():
+            out = []
+            try:
+                while True:
+                    out.append(await reader.next_message())
+            except ConnectionResetError:
+                return out
+        return asyncio.run(collect())
+
+    return reader, messages
+
+
+def test_chunk_reader_header_types_interleaving_and_extended_timestamps():
+    big = bytes(range(256)) * 2  # 512 bytes: 4 chunks of 128
+    # Message 1 on csid 4: type-0 header with an extended timestamp (0x01000000), continued with
+    # type-3 chunks that repeat it; interleaved with a message on csid 5 between its chunks.
+    first = encode_message(4, VIDEO, 1, big, 128, timestamp=0x01000000)
+    pieces = [first[:12 + 4 + 128], first[12 + 4 + 128:]]
+    other = encode_message(5, COMMAND_AMF0, 0, amf.encode("FCPublish", 2.0, None, "k"), 128, timestamp=7)
+    # Type-1 (new length/type, timestamp delta 40) and type-2 (delta only) and a type-3 new
+    # message on csid 5 (repeats the last delta).
+    body = b"\x09\x01"
+    type1 = bytes([0x40 | 5]) + (40).to_bytes(3, "big") + len(body).to_bytes(3, "big") + bytes([VIDEO]) + body
+    type2 = bytes([0x80 | 5]) + (10).to_bytes(3, "big") + body
+    type3 = bytes([0xC0 | 5]) + body
+    _reader, messages = _reader_over(pieces[0] + other + pieces[1] + type1 + type2 + type3)
+    got = messages()
+    assert [(m.type_id, m.timestamp, len(m.payload)) for m in got] == [
+        (COMMAND_AMF0, 7, len(amf.encode("FCPublish", 2.0, None, "k"))),
+        (VIDEO, 0x01000000, 512),
+        (VIDEO, 47, 2), (VIDEO, 57, 2), (VIDEO, 67, 2)]
+    assert got[1].payload == big and got[1].stream_id == 1
+
+
+def test_chunk_reader_limits():
+    from clipfeed.live.rtmp import ProtocolViolation
+
+    # A continuation (type 3) on a chunk stream that never had a full header.
+    _reader, messages = _reader_over(bytes([0xC0 | 9]) + b"x" * 10)
+    with pytest.raises(ProtocolViolation):
+        messages()
+    # More chunk streams than allowed, each holding a partial message.
+    # (basic header 0x00 + one byte: chunk stream id 64 + i)
+    partials = b"".join(bytes([0x00, i]) + b"\0\0\0" + (1000).to_bytes(3, "big") + bytes([VIDEO]) + bytes(4)
+                        + bytes(128) for i in range(10))
+    _reader, messages = _reader_over(partials, max_chunk_streams=4)
+    with pytest.raises(ProtocolViolation):
+        messages()
