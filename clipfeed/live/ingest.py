@@ -49,6 +49,7 @@ DRAIN_S = 10.0
 # Media held before the codec configuration is complete (a publisher sending no audio: we wait
 # this many video messages for an AAC sequence header before starting without audio).
 MAX_EARLY_MESSAGES = 300
+MAX_EARLY_BYTES = 16 * 1024 * 1024
 AUDIO_WAIT_MESSAGES = 30
 # The application an nginx edge pushes already-authorized streams to (deploy/nginx-rtmp.conf).
 RELAY_APP = "relay"
@@ -230,7 +231,7 @@ class StreamSession:
             self.early.append((type_id, timestamp_ms, tag))
             if self._ready_to_start():
                 await self._start_rungs()
-            elif len(self.early) > MAX_EARLY_MESSAGES:
+            elif len(self.early) > MAX_EARLY_MESSAGES or sum(len(t) for _, _, t in self.early) > MAX_EARLY_BYTES:
                 raise ConnectionAbortedError("no usable video from the publisher")
             return
         if self.pending_rungs and type_id == VIDEO and is_video_keyframe(payload) \

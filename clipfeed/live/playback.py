@@ -44,6 +44,7 @@ _PART = re.compile(r"^part(\d+)\.m4s$")
 _MIME = {".m3u8": "application/vnd.apple.mpegurl", ".mp4": "video/mp4", ".m4s": "video/iso.segment"}
 _NO_STORE = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 FILE_POLL_S = 0.05
+MAX_PARTS_AHEAD = 3  # a part request further ahead of the preload hint is a 404 at once
 
 
 def _not_found() -> NotFound:
@@ -78,6 +79,8 @@ async def _wait(rung_dir: Path, msn: int | None, part: int | None, timeout_s: fl
             raise ValidationFailed("_HLS_msn is more than two segments ahead of the live edge",
                                    code="msn_too_far", headers=dict(_NO_STORE))
         if part_file is not None:
+            if part_file > packager.next_part + MAX_PARTS_AHEAD:
+                raise _not_found()  # not the hinted part: nothing to hold a connection for
             ready = lambda: packager.has_part(part_file)  # noqa: E731
         else:
             ready = lambda: packager.has(msn, part)  # noqa: E731
@@ -98,6 +101,8 @@ async def _wait(rung_dir: Path, msn: int | None, part: int | None, timeout_s: fl
         if first and msn is not None and current >= 0 and msn > current + 2:
             raise ValidationFailed("_HLS_msn is more than two segments ahead of the live edge",
                                    code="msn_too_far", headers=dict(_NO_STORE))
+        if first and part_file is not None and part_file > next_part + MAX_PARTS_AHEAD:
+            raise _not_found()
         first = False
         if part_file is not None:
             satisfied = ended or part_file < next_part

@@ -76,6 +76,10 @@ def test_publish_plays_as_ll_hls_and_becomes_a_replay(ingest_server, http, tmp_p
         next_hint = re.search(r'PRELOAD-HINT:TYPE=PART,URI="([^"]+)"', blocked.text).group(1)
         assert next_hint != hinted
         assert http.get(f"{base}/src/{next_hint}").status_code == 200
+        far_ahead = int(next_hint[4:-4]) + 50
+        started = time.monotonic()
+        assert http.get(f"{base}/src/part{far_ahead}.m4s").status_code == 404
+        assert time.monotonic() - started < 1  # not held
 
         # The low rung decodes too (a complete segment).
         low = wait_for(lambda: (t := http.get(f"{base}/low/index.m3u8").text) and re.search(r"^s\d+\.m4s$", t, re.M),
