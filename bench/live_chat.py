@@ -76,6 +76,7 @@ async def run_clients(url: str, tokens: list[str | None], senders: int, interval
     from websockets.asyncio.client import connect
 
     latencies: list[float] = []
+    send_times: list[float] = []
     received = 0
     accepted = 0
     refused: dict[str, int] = {}
@@ -106,7 +107,9 @@ async def run_clients(url: str, tokens: list[str | None], senders: int, interval
             now = time.time()
             at = text.find('"nonce":"t')
             if at >= 0:
-                latencies.append(now - float(text[at + 10:text.index("|", at)]))
+                sent_at = float(text[at + 10:text.index("|", at)])
+                latencies.append(now - sent_at)
+                send_times.append(sent_at)
                 received += 1
             elif text.startswith('{"type":"error"'):
                 code = json.loads(text).get("code", "?")
@@ -131,7 +134,7 @@ async def run_clients(url: str, tokens: list[str | None], senders: int, interval
         await ws.close()
     for task in readers:
         task.cancel()
-    np.save(out_path, np.asarray(latencies, dtype=np.float64))
+    np.save(out_path, np.asarray([send_times, latencies], dtype=np.float64).reshape(2, -1))
     print("RESULT " + json.dumps({"sent": accepted, "received": received, "refused": refused,
                                   "connected": len(sockets)}), flush=True)
 
@@ -192,7 +195,11 @@ def run_round(name: str, ws_url: str, sender_tokens: list[str | None], clients: 
     wall = time.monotonic() - wall_before
     cpu_after = server.cpu_times()
     rss_after = server.memory_info().rss
-    latencies = np.concatenate([np.load(out) for out in outs]) * 1000.0
+    pairs = np.concatenate([np.load(out) for out in outs], axis=1)
+    latencies = pairs[1] * 1000.0
+    # Does the server keep up? Compare the first and the last third of the sending period.
+    order = np.argsort(pairs[0])
+    thirds = np.array_split(latencies[order], 3) if len(latencies) >= 3 else [latencies] * 3
     sent = sum(r["sent"] for r in results)
     connected = sum(r["connected"] for r in results)
     received = sum(r["received"] for r in results)
@@ -208,6 +215,8 @@ def run_round(name: str, ws_url: str, sender_tokens: list[str | None], clients: 
         "p50": float(np.percentile(latencies, 50)) if len(latencies) else float("nan"),
         "p99": float(np.percentile(latencies, 99)) if len(latencies) else float("nan"),
         "max": float(latencies.max()) if len(latencies) else float("nan"),
+        "p50_first": float(np.percentile(thirds[0], 50)) if len(thirds[0]) else float("nan"),
+        "p50_last": float(np.percentile(thirds[-1], 50)) if len(thirds[-1]) else float("nan"),
         "deliveries_per_s": received / seconds,
         "cpu_cores": ((cpu_after.user + cpu_after.system) - (cpu_before.user + cpu_before.system)) / wall,
         "rss_mb": rss_after / 2**20, "rss_growth_mb": (rss_joined - rss_before) / 2**20, "connect_s": connect_s,
@@ -303,6 +312,8 @@ def main() -> None:
                     ["delivery p50 (ms)", *cells("p50")],
                     ["delivery p99 (ms)", *cells("p99")],
                     ["delivery max (ms)", *cells("max")],
+                    ["p50, first third of the run (ms)", *cells("p50_first")],
+                    ["p50, last third of the run (ms)", *cells("p50_last")],
                     ["deliveries / s", *cells("deliveries_per_s", "{:.0f}")],
                     ["server CPU while sending (cores)", *cells("cpu_cores", "{:.2f}")],
                     ["server RSS at end (MB)", *cells("rss_mb", "{:.0f}")],
