@@ -117,17 +117,38 @@ async def _wait(rung_dir: Path, msn: int | None, part: int | None, timeout_s: fl
 async def _note_viewer(request: Request, stream_id: str) -> None:
     from clipfeed.live import service
 
-    settings = request.app.state.settings
+    state = request.app.state
     token = request_token(request)
     client = request.client.host if request.client else None
-    # A signed-in viewer is keyed by the token's hash (no database hit on the hot path); chat
-    # keys them by user id, so someone watching and chatting may count twice while signed in.
-    user_key = "t" + hashlib.sha256(token.encode()).hexdigest()[:16] if token else None
-    key = service.viewer_key_for(user_key, client, request.headers.get("user-agent"))
     try:
-        await service.note_viewer(stream_id, key, settings)
+        # Keyed like chat sockets (user id when signed in), so watching and chatting count once;
+        # the token -> user id lookup is cached, polls several times a second cost no query.
+        user_id = await _user_id(state, token) if token else None
+        key = service.viewer_key_for(user_id, client, request.headers.get("user-agent"))
+        await service.note_viewer(stream_id, key, state.settings)
     except Exception:  # presence is best effort; playback never fails for it
         pass
+
+
+USER_TTL_S = 60.0
+
+
+async def _user_id(state, token: str) -> str | None:
+    from clipfeed.accounts import service as accounts
+
+    cache: dict = getattr(state, "live_viewer_users", None)
+    if cache is None:
+        cache = state.live_viewer_users = {}
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    now = time.monotonic()
+    hit = cache.get(digest)
+    if hit is None or hit[0] <= now:
+        if len(cache) > MAX_ACCESS_ENTRIES:
+            cache.clear()
+        async with state.db.transaction() as session:
+            user = await accounts.user_for_token(session, token)
+        hit = cache[digest] = (now + USER_TTL_S, user.id if user is not None else None)
+    return hit[1]
 
 
 ACCESS_TTL_S = 2.0

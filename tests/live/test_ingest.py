@@ -128,6 +128,10 @@ def test_a_private_stream_plays_only_for_its_owner(ingest_server, http, tmp_path
         assert master.headers["cache-control"].startswith("private")
         part = re.search(r'URI="(part\d+\.m4s)"', http.get(f"{base}/src/index.m3u8", headers=owner).text).group(1)
         assert http.get(f"{base}/src/{part}", headers=owner).headers["cache-control"].startswith("private")
+        # The owner polled the playlist several times with one token: one viewer, keyed by user id.
+        http.get(f"{base}/src/index.m3u8", headers=owner)
+        http.get(f"{base}/low/index.m3u8", headers=owner)
+        assert http.get(f"/api/v1/live/{stream['stream_id']}", headers=owner).json()["viewers"] == 1
         stranger = register(http)["headers"]
         for headers in ({}, stranger):
             for name in ("master.m3u8", "src/index.m3u8", f"src/{part}", "src/init.mp4"):
