@@ -36,6 +36,9 @@ from bench._harness import ServerProcess, free_port, print_table, register  # no
 GOAL_P99_MS = 50.0
 # Browsers always offer permessage-deflate and uvicorn accepts it: compress like them by default.
 COMPRESSION = os.environ.get("BENCH_CHAT_COMPRESSION", "1") != "0"
+# Listening clients as raw sockets (default; no compression for them) or as `websockets` clients
+# (BENCH_CHAT_LIBRARY_READERS=1, which then compress like browsers per BENCH_CHAT_COMPRESSION).
+RAW_READERS = os.environ.get("BENCH_CHAT_LIBRARY_READERS", "0") != "1"
 PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -43,20 +46,26 @@ REDIS_URL = "redis://127.0.0.1:6379/0"
 # --- the baseline server (a subprocess running this file with --baseline-server PORT) --------------
 
 def run_baseline_server(port: int) -> None:
+    import logging
+
     from websockets.asyncio.server import broadcast, serve
+
+    logging.getLogger("websockets").setLevel(logging.CRITICAL)  # raw readers just hang up at the end
 
     connections = set()
 
     async def handler(ws):
         connections.add(ws)
         try:
-            await ws.send(json.dumps({"type": "hello"}))
-            await ws.send(json.dumps({"type": "backlog", "messages": []}))
+            await ws.send('{"type":"hello"}')
+            await ws.send('{"type":"backlog","messages":[]}')
             async for text in ws:
-                data = json.loads(text)
+                data = json.loads(text)  # noqa: PLW2901
                 frame = json.dumps({"type": "message", "text": data["text"], "nonce": data.get("nonce"),
                                     "id": data.get("nonce")}, separators=(",", ":"))
                 broadcast(connections, frame)
+        except Exception:  # noqa: BLE001 - a client hanging up is the normal end here
+            pass
         finally:
             connections.discard(ws)
 
@@ -69,6 +78,73 @@ def run_baseline_server(port: int) -> None:
 
 
 # --- the client processes (this file with --clients-proc) ------------------------------------------
+
+class RawReader(asyncio.Protocol):
+    """A listening-only WebSocket client that does not parse frames: it finds the send times in
+    the byte stream (server frames are unmasked, and without permessage-deflate the JSON is
+    plain) and answers pings. A thousand library clients cost the shared CPU more than the server
+    under test; these cost almost nothing, so the numbers describe the server."""
+
+    MARK = b'"nonce":"t'
+
+    def __init__(self, request: bytes, record, ready: asyncio.Future):
+        self.request, self.record, self.ready = request, record, ready
+        self.head = b""
+        self.tail = b""
+        self.open = False
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        transport.write(self.request)
+
+    def data_received(self, data: bytes) -> None:
+        now = time.time()
+        if not self.open:
+            self.head += data
+            end = self.head.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            if b" 101 " not in self.head[:end]:
+                self.ready.set_exception(RuntimeError(self.head[:200]))
+                return
+            self.open = True
+            data, self.head = self.head[end + 4:], b""
+        chunk = self.tail + data
+        position = 0
+        while True:
+            at = chunk.find(self.MARK, position)
+            if at < 0:
+                break
+            bar = chunk.find(b"|", at)
+            if bar < 0:
+                position = at
+                break
+            self.record(float(chunk[at + 10:bar]), now)
+            position = bar
+        # 0x89 = FIN + ping; 0x04 never occurs in JSON text. Answer with a masked pong (zero mask).
+        ping = chunk.find(b"\x89\x04")
+        if ping >= 0 and len(chunk) >= ping + 6:
+            self.transport.write(b"\x8a\x84\x00\x00\x00\x00" + chunk[ping + 2:ping + 6])
+        if not self.ready.done() and b'"type":"backlog"' in chunk:
+            self.ready.set_result(None)
+        self.tail = chunk[max(position, len(chunk) - 64):]
+
+
+async def open_raw(url: str, record) -> asyncio.Transport:
+    import base64
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    path = parts.path + (f"?{parts.query}" if parts.query else "")
+    key = base64.b64encode(os.urandom(16)).decode()
+    request = (f"GET {path} HTTP/1.1\r\nHost: {parts.netloc}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+               f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode()
+    loop = asyncio.get_running_loop()
+    ready = loop.create_future()
+    transport, _ = await loop.create_connection(lambda: RawReader(request, record, ready), parts.hostname, parts.port)
+    await asyncio.wait_for(ready, 120)
+    return transport
+
 
 async def run_clients(url: str, tokens: list[str | None], senders: int, interval: float, seconds: float,
                       out_path: str) -> None:
@@ -92,7 +168,20 @@ async def run_clients(url: str, tokens: list[str | None], senders: int, interval
             await ws.recv()  # backlog
             return ws
 
-    sockets = await asyncio.gather(*(open_one(token) for token in tokens))
+    def record(sent_at: float, now: float) -> None:
+        nonlocal received
+        latencies.append(now - sent_at)
+        send_times.append(sent_at)
+        received += 1
+
+    async def open_reader(token):
+        async with connect_gate:
+            return await open_raw(url, record)
+
+    sockets = await asyncio.gather(*(open_one(token) for token in tokens[:senders]))
+    raw = await asyncio.gather(*(open_reader(token) for token in tokens[senders:])) if RAW_READERS else []
+    if not RAW_READERS:
+        sockets += await asyncio.gather(*(open_one(token) for token in tokens[senders:]))
     print("READY", flush=True)
     start_line = await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
     start_at = float(start_line.split()[1])
@@ -132,11 +221,13 @@ async def run_clients(url: str, tokens: list[str | None], senders: int, interval
     await asyncio.sleep(3.0)
     for ws in sockets:
         await ws.close()
+    for transport in raw:
+        transport.close()
     for task in readers:
         task.cancel()
     np.save(out_path, np.asarray([send_times, latencies], dtype=np.float64).reshape(2, -1))
     print("RESULT " + json.dumps({"sent": accepted, "received": received, "refused": refused,
-                                  "connected": len(sockets)}), flush=True)
+                                  "connected": len(sockets) + len(raw)}), flush=True)
 
 
 # --- the driver ---------------------------------------------------------------------------------
