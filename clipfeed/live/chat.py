@@ -10,8 +10,11 @@ nonce?}. A bad frame only ever costs its sender an error frame.
 Fan-out: every accepted message or event is published once on the stream's channel
 (``events.pubsub``: in-process broker embedded, Redis pub/sub at scale). Each server process
 keeps one room per stream with one subscription; the room serializes each message once and
-hands the text to every local connection's bounded queue, drained by the connection's own writer
-task, so a slow client is disconnected instead of slowing the room.
+writes the text to every local socket itself (a write completes at once unless the socket's
+buffers are full, so there is no task switch per socket). A socket that is busy (its own writer is
+sending an error frame or a backlog) gets the text in its bounded queue instead, in order; a socket
+whose buffers stay full for DIRECT_SEND_S, or whose queue overflows, is disconnected (1013) - a
+client that far behind rejoins with the backlog, and the room never waits for it.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ router = APIRouter(tags=["live chat"])
 
 MAX_FRAME_CHARS = 8192
 _SHUTDOWN = None
+DIRECT_SEND_S = 0.25  # longest the room waits on one socket's full buffers
 SAVE_DELAY_S = 0.05  # accepted messages reach the database in batches at most this late
 
 
@@ -55,6 +59,7 @@ class Connection:
         self.skip_ids: set[str] = set()
         self.writer: asyncio.Task | None = None
         self.dropped = False
+        self.sending = False
 
     def offer(self, text: str) -> None:
         if self.dropped:
@@ -88,7 +93,31 @@ class Connection:
             text = await self.queue.get()
             if text is _SHUTDOWN:
                 return
-            await self.ws.send_text(text)
+            self.sending = True
+            try:
+                await self.ws.send_text(text)
+            finally:
+                self.sending = False
+
+    def idle(self) -> bool:
+        """Nothing queued or being written: the room may write to this socket itself."""
+        return self.writer is not None and not self.sending and not self.dropped and self.queue.empty()
+
+    async def send_now(self, text: str) -> None:
+        """Write from the room's own task (no task switch per socket). The write completes at once
+        unless the socket's buffers are full; a socket that stays full for DIRECT_SEND_S is a client
+        far behind: it is disconnected (it rejoins with the backlog), never waited for."""
+        self.sending = True
+        try:
+            async with asyncio.timeout(DIRECT_SEND_S):
+                await self.ws.send_text(text)
+        except Exception:  # noqa: BLE001 - timed out, or the client is gone
+            self.dropped = True
+            if self.writer is not None:
+                self.writer.cancel()
+            asyncio.get_running_loop().create_task(self._close(1013, "too slow"))
+        finally:
+            self.sending = False
 
     def apply(self, message: dict) -> None:
         """Moderation events that concern this connection's user."""
@@ -131,7 +160,7 @@ class Room:
                 while True:
                     message = await sub.get(timeout=3600)
                     if message is not None and message.get("type") != "_probe":
-                        self._deliver(message)
+                        await self._deliver(message)
         except asyncio.CancelledError:
             raise
         except Exception:  # noqa: BLE001
@@ -151,10 +180,10 @@ class Room:
                 if message == probe:
                     return
                 if message is not None and message.get("type") != "_probe":
-                    self._deliver(message)
+                    await self._deliver(message)
         log.warning("chat room %s: subscription not confirmed; continuing", self.stream_id)
 
-    def _deliver(self, message: dict) -> None:
+    async def _deliver(self, message: dict) -> None:
         self._apply(message)
         text = _dumps(message)
         is_chat = message.get("type") == "message"
@@ -163,7 +192,10 @@ class Room:
             if is_chat and message_id in conn.skip_ids:
                 continue
             conn.apply(message)
-            conn.offer(text)
+            if conn.idle():
+                await conn.send_now(text)
+            else:
+                conn.offer(text)
 
     def _apply(self, message: dict) -> None:
         state, kind = self.state, message.get("type")
