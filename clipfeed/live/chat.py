@@ -13,8 +13,9 @@ keeps one room per stream with one subscription; the room serializes each messag
 writes the text to every local socket itself (a write completes at once unless the socket's
 buffers are full, so there is no task switch per socket). A socket that is busy (its own writer is
 sending an error frame or a backlog) gets the text in its bounded queue instead, in order; a socket
-whose buffers stay full for DIRECT_SEND_S, or whose queue overflows, is disconnected (1013) - a
-client that far behind rejoins with the backlog, and the room never waits for it.
+whose buffers stay full for DIRECT_SEND_S is switched to its queue; one whose queue overflows is
+disconnected (1013) - a client that far behind rejoins with the backlog. The room never waits
+for a slow client longer than DIRECT_SEND_S, once.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ router = APIRouter(tags=["live chat"])
 
 MAX_FRAME_CHARS = 8192
 _SHUTDOWN = None
-DIRECT_SEND_S = 0.25  # longest the room waits on one socket's full buffers
+DIRECT_SEND_S = 0.05  # longest the room waits on one socket's full buffers
 SAVE_DELAY_S = 0.05  # accepted messages reach the database in batches at most this late
 
 
@@ -105,17 +106,19 @@ class Connection:
 
     async def send_now(self, text: str) -> None:
         """Write from the room's own task (no task switch per socket). The write completes at once
-        unless the socket's buffers are full; a socket that stays full for DIRECT_SEND_S is a client
-        far behind: it is disconnected (it rejoins with the backlog), never waited for."""
+        unless the socket's buffers are full; if they stay full for DIRECT_SEND_S the text goes to
+        the socket's queue and its writer task carries on (the room moves on at once; a queue that
+        overflows disconnects the client). uvicorn's WebSocket protocol waits for writability
+        before it writes anything, so a timed-out write wrote nothing and nothing is doubled."""
         self.sending = True
         try:
             async with asyncio.timeout(DIRECT_SEND_S):
                 await self.ws.send_text(text)
-        except Exception:  # noqa: BLE001 - timed out, or the client is gone
+        except TimeoutError:
+            self.sending = False
+            self.offer(text)
+        except Exception:  # noqa: BLE001 - the client is gone; its reader loop cleans up
             self.dropped = True
-            if self.writer is not None:
-                self.writer.cancel()
-            asyncio.get_running_loop().create_task(self._close(1013, "too slow"))
         finally:
             self.sending = False
 
