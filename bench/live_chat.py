@@ -386,6 +386,13 @@ def main() -> None:
                          server.proc.pid, workdir)
     finally:
         server.stop()
+        if args.scale_out:
+            async def dropschema():
+                conn = await asyncpg.connect(PG_URL)
+                await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+                await conn.close()
+
+            asyncio.run(dropschema())
 
     rate = args.senders / interval
     shape = "PostgreSQL + Redis" if args.scale_out else "SQLite, in-process fan-out"
