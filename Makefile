@@ -45,6 +45,12 @@ chromium:
 	    echo "note: /usr/bin/chromium is missing and this is not root: browser tests will be skipped"; \
 	  fi; \
 	fi
+	@# nginx with the RTMP module runs the shipped deploy/nginx-rtmp.conf in the live tests.
+	@if [ ! -e /usr/sbin/nginx ] || ! ls /usr/lib/nginx/modules/ 2>/dev/null | grep -q rtmp; then \
+	  if [ "$$(id -u)" = "0" ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light libnginx-mod-rtmp >/dev/null; \
+	  fi; \
+	fi
 
 test: install chromium
 	$(BIN)/python -m pytest -p no:cacheprovider -q -rfEs $(PYTEST_ARGS)

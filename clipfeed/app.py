@@ -84,9 +84,17 @@ def create_app(settings: Settings | None = None, *, run_workers: bool | None = N
         app.state.limiter = RateLimiter(settings)
         if start_workers:
             app.state.jobs.start_consumer()
+        app.state.ingest = None
+        if settings.rtmp_enabled:
+            from clipfeed.live.ingest import LiveIngest
+
+            app.state.ingest = LiveIngest(settings, app.state.db, jobs=app.state.jobs, store=app.state.store)
+            await app.state.ingest.start()
         try:
             yield
         finally:
+            if app.state.ingest is not None:
+                await app.state.ingest.stop()
             app.state.jobs.stop_consumer()
             from clipfeed.feed.foryou import drop_engine  # the For You queues of this app
 
@@ -117,11 +125,18 @@ def create_app(settings: Settings | None = None, *, run_workers: bool | None = N
     from clipfeed.social.api import router as interactions_router
     from clipfeed.social.api_graph import router as graph_router
     from clipfeed.social.api_notifications import router as notifications_router
+    from clipfeed.live.api import router as live_router
+    from clipfeed.live.chat import router as live_chat_router
+    from clipfeed.live.pages import router as live_pages_router
+    from clipfeed.live.playback import router as live_playback_router
+    from clipfeed.live.hooks import router as live_hooks_router
 
     app.include_router(accounts_router)
     app.include_router(tus_router)
     app.include_router(videos_router)
+    app.include_router(live_playback_router)  # before delivery: /media/live/ is not a video key
     app.include_router(delivery_router)
+    app.include_router(live_hooks_router)
     app.include_router(graph_router)
     app.include_router(interactions_router)
     app.include_router(notifications_router)
@@ -130,6 +145,9 @@ def create_app(settings: Settings | None = None, *, run_workers: bool | None = N
     app.include_router(analytics_router)
     app.include_router(pages_router)
     app.include_router(share_router)
+    app.include_router(live_router)
+    app.include_router(live_chat_router)
+    app.include_router(live_pages_router)
 
     @app.get("/healthz", tags=["ops"])
     async def healthz():

@@ -17,7 +17,7 @@ app = typer.Typer(help="clipfeed: a self-hostable short-video platform.", no_arg
 console = Console()
 
 BENCH_DIR = Path(__file__).resolve().parent.parent / "bench"
-BENCHMARKS = ("transcode", "first_playable", "upload", "social")
+BENCHMARKS = ("transcode", "first_playable", "upload", "social", "live")
 
 
 def _logging(level: str = "INFO") -> None:
@@ -42,8 +42,10 @@ def serve(
                                  help="Run the media job consumer in this process (embedded shape)."),
     demo: bool = typer.Option(False, "--demo", help="Load the demo content once, in the background."),
     auto_migrate: bool = typer.Option(True, "--migrate/--no-migrate", help="Upgrade the schema first."),
+    ingest: bool = typer.Option(True, "--ingest/--no-ingest",
+                                help="Run the RTMP live ingest in this process (port CLIPFEED_RTMP_PORT, 1935)."),
 ) -> None:
-    """Serve the API, the web client and (by default) the media workers."""
+    """Serve the API, the web client, the live ingest and (by default) the media workers."""
     import uvicorn
 
     from clipfeed.app import create_app
@@ -57,12 +59,14 @@ def serve(
         settings.port = port
     if auto_migrate:
         upgrade(settings)
+    settings.rtmp_enabled = ingest
     application = create_app(settings, run_workers=workers)
     if demo:
         from clipfeed.demo import load_demo_in_background
 
         load_demo_in_background(settings, f"http://{_client_host(settings.host)}:{settings.port}")
-    console.print(f"clipfeed serving on [bold]http://{settings.host}:{settings.port}[/]")
+    console.print(f"clipfeed serving on [bold]http://{settings.host}:{settings.port}[/]"
+                  + (f", RTMP ingest on rtmp://{settings.rtmp_host}:{settings.rtmp_port}/live" if ingest else ""))
     uvicorn.run(application, host=settings.host, port=settings.port, log_level="info",
                 timeout_graceful_shutdown=5)
 
@@ -80,6 +84,46 @@ def worker(threads: int = typer.Option(None, help="Worker threads (default CLIPF
     settings = Settings()
     console.print(f"clipfeed worker consuming queue [bold]{settings.queue_name}[/]")
     JobQueue(settings).run_consumer_forever(threads)
+
+
+@app.command()
+def ingest(
+    host: str = typer.Option(None, help="Interface for RTMP (default CLIPFEED_RTMP_HOST, 127.0.0.1)."),
+    port: int = typer.Option(None, help="RTMP port (default CLIPFEED_RTMP_PORT, 1935)."),
+) -> None:
+    """Run only the RTMP live ingest (scale-out: K of these; the LL-HLS files go to the data dir,
+    which the API processes serving /media/live/ must share)."""
+    import asyncio
+    import signal
+
+    from clipfeed.db import Database
+    from clipfeed.jobs import JobQueue
+    from clipfeed.live.ingest import LiveIngest
+    from clipfeed.storage import build_store
+
+    _logging()
+    settings = Settings()
+    if host:
+        settings.rtmp_host = host
+    if port:
+        settings.rtmp_port = port
+
+    async def run() -> None:
+        db = Database(settings)
+        live = LiveIngest(settings, db, jobs=JobQueue(settings), store=build_store(settings))
+        await live.start()
+        console.print(f"clipfeed ingest on [bold]rtmp://{settings.rtmp_host}:{live.port}/live[/]")
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await stop.wait()
+        finally:
+            await live.stop()
+            await db.dispose()
+
+    asyncio.run(run())
 
 
 @app.command()

@@ -109,6 +109,76 @@ class Settings(BaseSettings):
     feed_training_max_events: int = 5_000_000
     # Share of each user's latest interactions held out to score (and gate) a new model.
     feed_training_holdout: float = 0.2
+    # --- Live streams and chat (clipfeed/live) ---
+    # Host that encoders (OBS) reach for RTMP ingest; empty: the host of the API request.
+    live_public_host: str = ""
+    # A publish claim whose heartbeat is older than this is stale (its ingest died); a new publish may take it.
+    live_claim_ttl_s: int = 60
+    # A viewer (playlist poll or chat socket) counts until this long after they were last seen.
+    live_viewer_ttl_s: int = 30
+    # Chat: at most live_chat_rate messages per live_chat_window_s per user (moderators included).
+    live_chat_rate: int = 5
+    live_chat_window_s: int = 10
+    live_chat_max_chars: int = 500
+    live_chat_backlog: int = 50
+    # Longest slow-mode interval a streamer may set, and longest timeout a moderator may give.
+    live_chat_max_slow_mode_s: int = 600
+    live_chat_max_timeout_s: int = 7 * 24 * 3600
+    # Words no chat accepts (lower-case, matched as whole words); streamers add their own.
+    live_chat_banned_words: list[str] = Field(default_factory=list)
+    # Frames queued for one slow chat client before it is disconnected (the room never waits for it).
+    live_chat_client_queue: int = 256
+
+    # --- Live ingest: RTMP server, LL-HLS packager, playback (clipfeed/live/rtmp, ingest, packager) ---
+    # The app runs the RTMP server in its event loop when true. `clipfeed serve` turns it on (unless
+    # --no-ingest); `clipfeed ingest` runs it alone. Off by default so an app built for tests or
+    # tools binds no extra port (tests set it with rtmp_port=0: any free port, see app.state.ingest).
+    rtmp_enabled: bool = False
+    rtmp_host: str = "127.0.0.1"
+    rtmp_port: int = 1935
+    # Per-connection limits: a silent client is dropped, a publishing session ends after
+    # rtmp_max_session_s, a publisher above rtmp_max_kbps (averaged) is disconnected.
+    rtmp_idle_timeout_s: float = 15.0
+    rtmp_max_session_s: float = 4 * 3600.0
+    rtmp_max_kbps: int = 25_000
+    rtmp_max_connections: int = 64
+    # Addresses of nginx RTMP edges (deploy/nginx-rtmp.conf) allowed to push streams their
+    # on_publish hook already authorized to the application "relay" (no second key claim).
+    rtmp_relay_from: list[str] = Field(default_factory=list)
+    # Source video is passed through (no re-encode) when it is H.264 no larger than this
+    # (long x short edge); otherwise it is re-encoded to live_top_short_edge.
+    live_passthrough_max_long_edge: int = 1920
+    live_passthrough_max_short_edge: int = 1080
+    live_top_short_edge: int = 720
+    # The rung for weak networks, encoded from the start of every stream (0: none).
+    live_low_short_edge: int = 360
+    live_low_video_kbps: int = 600
+    # Scaling rule: once a stream has live_scale_viewers viewers it gains a middle rung (the
+    # master playlist lists it for every new player).
+    live_scale_viewers: int = 50
+    live_scale_short_edge: int = 540
+    live_scale_video_kbps: int = 1400
+    # How often a publishing session refreshes its claim, checks that the stream was not ended
+    # and applies the scaling rule.
+    live_ingest_check_s: float = 5.0
+    live_x264_preset: str = "veryfast"
+    # LL-HLS: parts of ~live_part_s (ffmpeg cuts a fragment once this much is buffered; the
+    # declared PART-TARGET is live_part_target_s), segments of >= live_segment_s that start on a
+    # keyframe (publishers should send a keyframe every 1 s; a segment is cut without one after
+    # live_max_segment_s, which is also EXT-X-TARGETDURATION), a sliding window of
+    # live_window_segments segments (older files are deleted a window later).
+    live_part_s: float = 0.25
+    live_part_target_s: float = 0.334
+    live_segment_s: float = 1.0
+    live_max_segment_s: float = 2.0
+    live_window_segments: int = 10
+    # Playlist blocking reload (_HLS_msn/_HLS_part) waits at most this long.
+    live_block_timeout_s: float = 6.0
+    # The recording of one publish session (raw FLV) stops growing at this size.
+    live_max_recording_bytes: int = 4096 * MB
+    # Shared secret the nginx RTMP module's on_publish/on_publish_done hooks must send (?secret=);
+    # empty: the hooks are disabled (404).
+    live_hook_secret: str = ""
 
     @field_validator("cors_origins")
     @classmethod
