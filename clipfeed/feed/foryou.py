@@ -56,6 +56,7 @@ SEEN_LOOKBACK = 5000          # impressions read per refill to exclude what was 
 CURSOR_TTL_S = 24 * 3600
 MODEL_RETRY_S = 10.0          # a model that failed to load is retried after this long
 ANON_TTL_S = 30.0
+ANON_LISTINGS_KEPT = 64  # per process: the lists recent anonymous cursors still page through
 MAX_QUEUES = 50_000
 MODES_BY_SOURCES = {
     PERSONALIZED: ("following", "collaborative", "content", "trending", "affinity", "exploration"),
@@ -77,8 +78,8 @@ def _sign(settings: Settings, raw: bytes) -> str:
     return hmac.new(settings.signing_key, b"for-you\n" + raw, hashlib.sha256).hexdigest()[:24]
 
 
-def encode_cursor(settings: Settings, viewer_id: str | None, page: int, offset: int = 0) -> str:
-    raw = json.dumps({"u": viewer_id or "", "p": page, "o": offset, "t": int(time.time())},
+def encode_cursor(settings: Settings, viewer_id: str | None, page: int, offset: int = 0, listing: int = 0) -> str:
+    raw = json.dumps({"u": viewer_id or "", "p": page, "o": offset, "l": listing, "t": int(time.time())},
                      separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=") + "." + _sign(settings, raw)
 
@@ -89,6 +90,7 @@ def decode_cursor(settings: Settings, cursor: str, viewer_id: str | None) -> dic
         raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
         data = json.loads(raw)
         page, offset, issued = int(data["p"]), int(data["o"]), int(data["t"])
+        listing = int(data.get("l", 0))
         owner = str(data["u"])
     except (ValueError, TypeError, KeyError) as exc:
         raise InvalidCursor("cursor is malformed: pass back the next_cursor of a previous For You page",
@@ -99,7 +101,7 @@ def decode_cursor(settings: Settings, cursor: str, viewer_id: str | None) -> dic
         raise InvalidCursor("cursor belongs to another viewer; start again without a cursor", field="cursor")
     if time.time() - issued > CURSOR_TTL_S or page < 0 or offset < 0:
         raise InvalidCursor("cursor has expired; start again without a cursor", field="cursor")
-    return {"page": page, "offset": offset}
+    return {"page": page, "offset": offset, "listing": listing}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -132,7 +134,11 @@ class ForYouEngine:
         self._model_failures: dict[str, tuple[float, str]] = {}
         self._content: tuple[int, object] | None = None
         self._content_building = False
-        self._anon: dict[str, tuple[float, list[Ranked]]] = {}
+        # Anonymous viewers share one ranked list per region, rebuilt every ANON_TTL_S; the
+        # cursor names the list its first page came from (kept a while longer), so paging on
+        # never skips or repeats an item when a newer list replaces it.
+        self._anon: dict[str, tuple[float, int]] = {}
+        self._anon_lists: OrderedDict[int, list[Ranked]] = OrderedDict()
         self._tasks: set[asyncio.Task] = set()
         feed_events.add_listener(settings, self.on_event)
 
@@ -365,11 +371,12 @@ class ForYouEngine:
                    region: str | None) -> dict:
         settings = self.settings
         viewer_id = viewer.id if viewer is not None else None
-        position = decode_cursor(settings, cursor, viewer_id) if cursor else {"page": 0, "offset": 0}
+        position = decode_cursor(settings, cursor, viewer_id) if cursor else {"page": 0, "offset": 0, "listing": 0}
         region_code = trending.resolve_region(region, viewer)
         if viewer is None:
             return await self._anonymous_page(session, db, limit=limit, offset=position["offset"],
-                                              page_no=position["page"], region=region_code)
+                                              page_no=position["page"], listing=position["listing"],
+                                              region=region_code)
         queue = self._queue(viewer.id)
         if self.settings.redis_url and not queue.stale and queue.events_seen != self._event_count(viewer.id):
             queue.stale = True  # the user's events were handled by another API process
@@ -431,13 +438,28 @@ class ForYouEngine:
         next_cursor = encode_cursor(settings, viewer.id, position["page"] + 1) if picked else None
         return {"items": picked, "mode": queue.mode, "next_cursor": next_cursor, "dropped": dict(queue.dropped)}
 
-    async def _anonymous_page(self, session: AsyncSession, db, *, limit: int, offset: int, page_no: int,
-                              region: str) -> dict:
-        cached = self._anon.get(region)
-        if cached is None or time.monotonic() - cached[0] > ANON_TTL_S or settings_refresh_always(self.settings):
+    async def _anonymous_listing(self, session: AsyncSession, db, *, region: str, first_page: bool,
+                                 listing: int) -> tuple[int, list[Ranked]]:
+        """(listing id, ranked items): a continuation page reads its first page's list while this
+        process still holds it; a first page takes the region's current list, rebuilt when old."""
+        if not first_page and listing in self._anon_lists:
+            return listing, self._anon_lists[listing]
+        current = self._anon.get(region)
+        if (current is None or current[1] not in self._anon_lists or settings_refresh_always(self.settings)
+                or time.monotonic() - current[0] > ANON_TTL_S):
             items, _mode, _dropped = await self.rank(session, db, None, region=region)
-            cached = self._anon[region] = (time.monotonic(), items)
-        items = cached[1]
+            listing = time.time_ns()
+            self._anon[region] = (time.monotonic(), listing)
+            self._anon_lists[listing] = items
+            while len(self._anon_lists) > ANON_LISTINGS_KEPT:
+                self._anon_lists.popitem(last=False)
+            return listing, items
+        return current[1], self._anon_lists[current[1]]
+
+    async def _anonymous_page(self, session: AsyncSession, db, *, limit: int, offset: int, page_no: int,
+                              listing: int, region: str) -> dict:
+        listing, items = await self._anonymous_listing(session, db, region=region, first_page=page_no == 0,
+                                                       listing=listing)
         picked = []
         position = offset
         while len(picked) < limit and position < len(items):
@@ -450,7 +472,8 @@ class ForYouEngine:
                     picked.append((item, video))
                     if len(picked) == limit:
                         break
-        next_cursor = encode_cursor(self.settings, None, page_no + 1, position) if position < len(items) else None
+        next_cursor = (encode_cursor(self.settings, None, page_no + 1, position, listing)
+                       if position < len(items) else None)
         return {"items": picked, "mode": COLD_START, "next_cursor": next_cursor, "dropped": {}}
 
 

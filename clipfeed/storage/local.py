@@ -87,12 +87,22 @@ class LocalStore:
         written = 0
         pending: list[bytes] = []
         pending_size = 0
+        # The first bytes arrive before the file is created: a body refused before it carries any
+        # data (bad form fields, a dropped connection) leaves no trace on disk.
+        iterator = aiter(chunks)
+        first = await anext(iterator, b"")
         handle = await asyncio.to_thread(open, path, mode, buffering=0)
         in_flight: asyncio.Future | None = None
         loop = asyncio.get_running_loop()
+
+        async def rest() -> AsyncIterator[bytes]:
+            yield first
+            async for chunk in iterator:
+                yield chunk
+
         try:
             start = os.fstat(handle.fileno()).st_size if "a" in mode else 0
-            async for chunk in chunks:
+            async for chunk in rest():
                 if not chunk:
                     continue
                 written += len(chunk)

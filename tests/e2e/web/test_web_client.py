@@ -81,7 +81,9 @@ def clips(tmp_path):
 
 @pytest.fixture
 def feed(live_server, sample_media):
-    return seed_feed(live_server, sample_media, 10)
+    # Five creators: For You never shows one creator more than twice in ten, so ten videos by
+    # fewer creators could not all be served before the feed starts over.
+    return seed_feed(live_server, sample_media, 10, creators=5)
 
 
 def _signup(tab, handle: str) -> None:
@@ -139,7 +141,10 @@ def test_signup_upload_watch_profile_like_comment_follow(live_server, client, cl
     video_id = _current(page)
     assert video_id in by_creator
     card = page.locator(f".card[data-id='{video_id}']")
-    card.locator("button.like").click()
+    # The heart fills at once (optimistic); the server's answer is what the API check needs.
+    with page.expect_response(lambda r: r.url.endswith(f"/videos/{video_id}/like") and r.request.method == "POST") as liked:
+        card.locator("button.like").click()
+    assert liked.value.ok, liked.value.status
     page.wait_for_function(f"() => document.querySelector(\".card[data-id='{video_id}'] button.like\").getAttribute('aria-pressed') === 'true'")
     auth = {"Cookie": f"clipfeed_session={page.context.cookies()[0]['value']}"}
     assert client.get(f"/api/v1/videos/{video_id}", headers=auth).json()["liked"] is True
@@ -239,12 +244,15 @@ def test_reload_mid_upload_resumes_from_the_server_offset(live_server, client, c
     tab.shot("upload-mid")
     progress_before = page.evaluate("document.getElementById('upload-progress').value")
     assert 0 < progress_before < 100
-    page.unroute("**/api/v1/uploads/*")
     patches.clear()
 
+    # Reload while the route still holds every later chunk: nothing can finish the upload behind
+    # the test's back, so the reloaded page must offer to resume it.
     page.reload()
     page.wait_for_selector("#upload-resume:not([hidden])")
     tab.shot("upload-resume-offer")
+    page.unroute("**/api/v1/uploads/*")
+    patches.clear()
     page.set_input_files("#upload-file", str(clips["big"]))
     page.click("#upload-start")
     page.wait_for_function("() => document.getElementById('upload-progress').value >= 100", timeout=60_000)

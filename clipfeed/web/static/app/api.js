@@ -103,7 +103,8 @@ export async function feedPage(kind, cursor, limit = 10) {
     try {
       if (!fellBack) {
         const page = await api("feed/for-you", { query: { limit, cursor } });
-        return { ...page, source: "for-you" };
+        // An empty first page (a tiny catalog, or everything already seen) shows Trending too.
+        if (cursor || page.items.length) return { ...page, source: "for-you" };
       }
     } catch (error) {
       // 404 (not deployed), 5xx, network, and 401 (an anonymous visitor, should the server
