@@ -20,6 +20,7 @@ import uvicorn
 
 from clipfeed.app import create_app
 from clipfeed.config import Settings
+from clipfeed.db import Database
 from clipfeed.db.migrate import upgrade
 
 PG_URL = os.environ.get("CLIPFEED_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
@@ -174,6 +175,21 @@ def register(client: httpx.Client, handle: str | None = None, password: str = "c
 @pytest.fixture
 def user(client):
     return register(client)
+
+
+def db_run(settings: Settings, work):
+    """Run `await work(session)` in one committed transaction on a throwaway engine (from a test
+    thread, as another process would); returns its result."""
+
+    async def main():
+        db = Database(settings, pooled=False)
+        try:
+            async with db.transaction() as session:
+                return await work(session)
+        finally:
+            await db.dispose()
+
+    return asyncio.run(main())
 
 
 def wait_for(predicate, *, timeout: float = 60, interval: float = 0.1, message: str = "condition"):

@@ -7,7 +7,6 @@ upload resumes from the offset the database recorded, ending byte-identical.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import io
 import os
@@ -21,10 +20,10 @@ import httpx
 import pytest
 from tusclient import client as tus_client
 
-from clipfeed.db import Database
 from clipfeed.media import keys
 from clipfeed.media.models import Upload, Video
 from tests.conftest import register, wait_for
+from tests.conftest import db_run as _db
 
 pytestmark = pytest.mark.slow
 
@@ -53,6 +52,7 @@ class ServerProcess:
             "DATABASE_SCHEMA": settings.database_schema, "REDIS_URL": settings.redis_url,
             "QUEUE_NAME": settings.queue_name, "SECRET_KEY": settings.secret_key,
             "HOST": "127.0.0.1", "PORT": str(port), "RUN_WORKERS": "false",
+            "RTMP_PORT": "0",  # serve also starts the RTMP ingest: any free port, never a clash
         }
         env.update({f"CLIPFEED_{k}": v for k, v in values.items() if v})
         self.env = env
@@ -95,18 +95,6 @@ class ServerProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:] if self.log_path else ""
-
-
-def _db(settings, fn):
-    async def run():
-        db = Database(settings, pooled=False)
-        try:
-            async with db.transaction() as session:
-                return await fn(session)
-        finally:
-            await db.dispose()
-
-    return asyncio.run(run())
 
 
 def test_upload_survives_kill_9_mid_patch_and_restart(settings, tmp_path):

@@ -5,7 +5,6 @@ with the server running in its own thread."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from datetime import datetime, timedelta
 
@@ -14,22 +13,11 @@ from sqlalchemy import insert, update
 from clipfeed.accounts import service as accounts
 from clipfeed.accounts.models import User
 from clipfeed.config import Settings
-from clipfeed.db import Database, utcnow
+from clipfeed.db import utcnow
 from clipfeed.media.models import Sound, Video
 from clipfeed.social import tags
 from clipfeed.social.models import InteractionEvent
-
-
-def run(settings: Settings, work):
-    async def main():
-        db = Database(settings, pooled=False)
-        try:
-            async with db.transaction() as session:
-                return await work(session)
-        finally:
-            await db.dispose()
-
-    return asyncio.run(main())
+from tests.conftest import db_run as run
 
 
 def make_user(settings: Settings, handle: str | None = None, *, display_name: str = "Someone",
@@ -101,10 +89,6 @@ def make_sound(settings: Settings, owner_id: str, title: str, source_video_id: s
         return sound.id
 
     return run(settings, work)
-
-
-
-
 
 
 def events(settings: Settings, rows: list[dict]) -> None:

@@ -25,7 +25,7 @@ from clipfeed.media import keys, uploads
 from clipfeed.media.models import Upload, Video
 from clipfeed.media.uploads import cleanup_expired_uploads
 from clipfeed.storage import LocalStore
-from tests.conftest import LiveServer, register, wait_for
+from tests.conftest import LiveServer, db_run, register, wait_for
 
 TUS = {"Tus-Resumable": "1.0.0"}
 OCTET = "application/offset+octet-stream"
@@ -40,20 +40,6 @@ def b64(text: str) -> str:
 
 def digest(algorithm: str, data: bytes) -> str:
     return f"{algorithm} {base64.b64encode(hashlib.new(algorithm, data).digest()).decode()}"
-
-
-def db_run(settings, fn):
-    """Run `await fn(session)` in a transaction of a throwaway engine (from this test thread)."""
-
-    async def run():
-        db = Database(settings, pooled=False)
-        try:
-            async with db.transaction() as session:
-                return await fn(session)
-        finally:
-            await db.dispose()
-
-    return asyncio.run(run())
 
 
 def video_row(settings, video_id: str) -> Video | None:

@@ -5,7 +5,6 @@ connections with the server running in its own thread."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from datetime import datetime, timedelta
 
@@ -14,26 +13,13 @@ from sqlalchemy import func, select
 from clipfeed.accounts import service as accounts
 from clipfeed.accounts.models import User
 from clipfeed.config import Settings
-from clipfeed.db import Database, utcnow
+from clipfeed.db import utcnow
 from clipfeed.media import keys
 from clipfeed.media.models import Sound, Video
 from clipfeed.social.models import Block, Follow
+from tests.conftest import db_run as run
 
 RENDITIONS = [{"name": "480p", "width": 270, "height": 480, "bandwidth": 800_000, "playlist": "480p/playlist.m3u8"}]
-
-
-def run(settings: Settings, work):
-    """Run `await work(session)` in one committed transaction; returns its result."""
-
-    async def main():
-        db = Database(settings, pooled=False)
-        try:
-            async with db.transaction() as session:
-                return await work(session)
-        finally:
-            await db.dispose()
-
-    return asyncio.run(main())
 
 
 def make_users(settings: Settings, count: int, prefix: str = "f") -> list[dict]:
