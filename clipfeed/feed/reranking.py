@@ -84,8 +84,11 @@ def diversify(items: list[Ranked], *, previous_creators: list[str] = (), limit: 
     limit = len(items) if limit is None else limit
     while remaining and len(out) < limit:
         chosen = fallback = None
+        must_lead = _dominant_creator(remaining) if len(remaining) <= limit - len(out) else None
+        if must_lead is not None and not window.fits(Ranked("", must_lead, 0.0)):
+            must_lead = None  # cannot come now anyway: place what can
         for index, item in enumerate(remaining[:LOOKAHEAD]):
-            if not window.fits(item):
+            if not window.fits(item) or (must_lead is not None and item.creator_id != must_lead):
                 continue
             if window.spread_ok(item):
                 chosen = index
@@ -100,6 +103,16 @@ def diversify(items: list[Ranked], *, previous_creators: list[str] = (), limit: 
         out.append(item)
         window.push(item.creator_id, item.hashtags)
     return out
+
+
+def _dominant_creator(remaining: list[Ranked]) -> str | None:
+    """The creator who must come next for everything left to be placed at all: when one creator
+    holds more than half of the remaining items, they can only all be served without two in a
+    row if theirs take every other slot starting now (greedy by score alone would strand the
+    last ones). Checked only once the whole rest is going to be placed (small catalogs, the
+    tail of a list)."""
+    creator, count = Counter(item.creator_id for item in remaining).most_common(1)[0]
+    return creator if 2 * count > len(remaining) else None
 
 
 def respects_creator_rules(creators: list[str]) -> bool:

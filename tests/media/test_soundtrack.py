@@ -126,7 +126,8 @@ def test_an_upload_naming_a_sound_is_transcoded_with_it(client, live_server, use
     assert video["status"] == "ready", video
     assert video["sound_id"] == sound_id and video["original_sound_id"] is None
 
-    store_root = live_server.settings.resolved_data_dir
+    # The blob store only: the worker may still be removing its scratch folders beside it.
+    store_root = live_server.settings.blob_root
     rendition_dirs = [p for p in store_root.rglob("playlist.m3u8") if f"/{video_id}/" in p.as_posix()]
     assert rendition_dirs, "the rung playlists are in the store"
     for playlist in rendition_dirs:
