@@ -88,8 +88,16 @@ def create_app(settings: Settings | None = None, *, run_workers: bool | None = N
         if settings.rtmp_enabled:
             from clipfeed.live.ingest import LiveIngest
 
-            app.state.ingest = LiveIngest(settings, app.state.db, jobs=app.state.jobs, store=app.state.store)
-            await app.state.ingest.start()
+            ingest = LiveIngest(settings, app.state.db, jobs=app.state.jobs, store=app.state.store)
+            try:
+                await ingest.start()
+                app.state.ingest = ingest
+            except OSError as exc:
+                # The web app is worth more than live publishing: a port already taken (another
+                # RTMP server on this laptop) turns ingest off instead of stopping `serve`.
+                log.error("RTMP ingest not started on %s:%s (%s); live publishing is off. "
+                          "Free the port or set CLIPFEED_RTMP_PORT.", settings.rtmp_host, settings.rtmp_port,
+                          exc.strerror or exc)
         try:
             yield
         finally:
