@@ -176,6 +176,13 @@ class Settings(BaseSettings):
     live_block_timeout_s: float = 6.0
     # The recording of one publish session (raw FLV) stops growing at this size.
     live_max_recording_bytes: int = 4096 * MB
+    # A recording becomes a replay video whatever the VOD limits (max_duration_s, max_upload_bytes):
+    # replays have their own duration cap, size cap (live_max_recording_bytes), transcode time
+    # (ffmpeg_timeout_s, or live_replay_timeout_factor x the recording's duration when longer) and
+    # output cap. Every other check of an upload applies (sniff, probe, decode, dimensions, fps).
+    live_replay_max_s: float = 4 * 3600.0
+    live_replay_timeout_factor: float = 3.0
+    live_replay_max_output_bytes: int = 32 * 1024 * MB
     # Shared secret the nginx RTMP module's on_publish/on_publish_done hooks must send (?secret=);
     # empty: the hooks are disabled (404).
     live_hook_secret: str = ""
