@@ -176,6 +176,11 @@ class Settings(BaseSettings):
     live_block_timeout_s: float = 6.0
     # The recording of one publish session (raw FLV) stops growing at this size.
     live_max_recording_bytes: int = 4096 * MB
+    # Where the ingest writes LL-HLS files and recordings: a local disk of the ingest node, never the
+    # blob store (parts are ~0.25 s, written 4x/s per rung, deleted a window later; an object-store
+    # PUT per part would eat the latency budget). Only the finished recording goes to the blob store
+    # (as the replay's source). Default: data_dir/live.
+    live_dir: Path | None = None
     # A recording becomes a replay video whatever the VOD limits (max_duration_s, max_upload_bytes):
     # replays have their own duration cap, size cap (live_max_recording_bytes), transcode time
     # (ffmpeg_timeout_s, or live_replay_timeout_factor x the recording's duration when longer) and
@@ -215,6 +220,10 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.resolved_database_url.startswith("sqlite")
+
+    @property
+    def resolved_live_dir(self) -> Path:
+        return (self.live_dir.expanduser().resolve() if self.live_dir else self.resolved_data_dir / "live")
 
     @property
     def blob_root(self) -> Path:

@@ -177,7 +177,7 @@ class StreamSession:
         self.ingest = ingest
         self.settings = ingest.settings
         self.stream_id = stream_id
-        self.dir = self.settings.resolved_data_dir / "live" / stream_id
+        self.dir = self.settings.resolved_live_dir / stream_id  # = live.service.live_dir
         self.meta: dict = {}
         self.video_config: bytes | None = None
         self.audio_config: bytes | None = None

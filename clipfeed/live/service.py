@@ -66,8 +66,9 @@ class PublishRefused(Forbidden):
 # --- paths and URLs ----------------------------------------------------------------------------
 
 def live_dir(settings: Settings, stream_id: str) -> Path:
-    """Where the packager writes a stream's playlists and parts."""
-    return settings.resolved_data_dir / "live" / stream_id
+    """Where the packager writes a stream's playlists and parts (the ingest node's disk, see
+    ``Settings.live_dir``; playback reads them there, never through the blob store)."""
+    return settings.resolved_live_dir / stream_id
 
 
 def playback_url(stream_id: str) -> str:
