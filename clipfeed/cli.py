@@ -121,7 +121,10 @@ def ingest(
         try:
             await stop.wait()
         finally:
+            from clipfeed.live.presence import close_clients
+
             await live.stop()
+            await close_clients()
             await db.dispose()
 
     asyncio.run(run())
