@@ -185,7 +185,9 @@ class Settings(BaseSettings):
     # replays have their own duration cap, size cap (live_max_recording_bytes), transcode time
     # (ffmpeg_timeout_s, or live_replay_timeout_factor x the recording's duration when longer) and
     # output cap. Every other check of an upload applies (sniff, probe, decode, dimensions, fps).
-    live_replay_max_s: float = 4 * 3600.0
+    # Default: a publish session's longest run (rtmp_max_session_s, 4 h) plus slack for timestamps
+    # that do not start at 0, so no recording the ingest accepted is refused as a replay.
+    live_replay_max_s: float = 4 * 3600.0 + 300.0
     live_replay_timeout_factor: float = 3.0
     live_replay_max_output_bytes: int = 32 * 1024 * MB
     # Shared secret the nginx RTMP module's on_publish/on_publish_done hooks must send (?secret=);
