@@ -60,11 +60,19 @@ def test_a_rung_added_mid_stream_reaches_a_player_already_watching(ingest_server
             context = browser.new_context()
             page = context.new_page()
             page.set_default_timeout(30_000)
-            page.route(f"{ingest_server.url}/scale-test.html**",
+            context.route(f"{ingest_server.url}/scale-test.html**",
                        lambda route: route.fulfill(status=200, content_type="text/html", body=PAGE))
+            playing = ("() => { const v = document.getElementById('player');"
+                       " return v.videoWidth > 0 && v.currentTime > 0.5 && !v.paused; }")
             page.goto(f"{ingest_server.url}/scale-test.html?src={base}/master.m3u8")
-            page.wait_for_function("() => { const v = document.getElementById('player');"
-                                   " return v.videoWidth > 0 && v.currentTime > 0.5 && !v.paused; }")
+            page.wait_for_function(playing)
+            # A second player (same viewer) on the top rung: the new rung would not serve it better.
+            top = context.new_page()
+            top.set_default_timeout(30_000)
+            top.goto(f"{ingest_server.url}/scale-test.html?src={base}/master.m3u8")
+            top.wait_for_function(playing)
+            top.evaluate("hls.currentLevel = hls.levels.findIndex(l => l.height === 480)")
+            top.wait_for_function("() => document.getElementById('player').videoWidth === 854")
             names = page.evaluate("hls.levels.map(l => l.uri || l.url[0])")
             assert len(names) == 2 and not any("mid/" in n for n in names), names
             # A player on the weak-network rung (one viewer so far: below the threshold of 2).
@@ -91,6 +99,12 @@ def test_a_rung_added_mid_stream_reaches_a_player_already_watching(ingest_server
                                   " return window.playing.find(p => p > t) - t; })()")
             print("scaled player", state, f"reload interrupted playback for {stall:.0f} ms")
             assert state == {"errors": [], "missing": [], "reloads": 1}, state
+            levels = top.evaluate("hls.levels.map(l => [l.height, l.bitrate])")
+            top_state = top.evaluate("({reloads: hls.rungReloads, levels: hls.levels.length, errors: window.errors,"
+                                     " t: document.getElementById('player').currentTime})")
+            print("top player", top_state, levels)
+            assert top_state["reloads"] == 0 and top_state["levels"] == 2 and top_state["errors"] == [], top_state
+            top.wait_for_function("t => document.getElementById('player').currentTime > t + 1", arg=top_state["t"])
             # Every rung the master lists has media (nothing advertised that would 404).
             for rung in re.findall(r"^(\w+)/index\.m3u8$", http.get(f"{base}/master.m3u8").text, re.M):
                 assert http.get(f"{base}/{rung}/index.m3u8").status_code == 200
