@@ -70,7 +70,9 @@ def _install_error_handlers(app: FastAPI) -> None:
         return _error(500, "internal_error", "something went wrong on our side")
 
 
-def create_app(settings: Settings | None = None, *, run_workers: bool | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, run_workers: bool | None = None, store=None) -> FastAPI:
+    """`store`: a BlobStore to use instead of the one `storage_url` names (another implementation
+    of the protocol, e.g. an object store)."""
     settings = settings or Settings()
     start_workers = settings.run_workers if run_workers is None else run_workers
 
@@ -78,7 +80,7 @@ def create_app(settings: Settings | None = None, *, run_workers: bool | None = N
     async def lifespan(app: FastAPI):
         app.state.settings = settings
         app.state.db = Database(settings)
-        app.state.store = build_store(settings)
+        app.state.store = store if store is not None else build_store(settings)
         app.state.events = EventBus()
         app.state.jobs = JobQueue(settings)
         app.state.limiter = RateLimiter(settings)
@@ -103,6 +105,9 @@ def create_app(settings: Settings | None = None, *, run_workers: bool | None = N
         finally:
             if app.state.ingest is not None:
                 await app.state.ingest.stop()
+            from clipfeed.live.presence import close_clients  # live's Redis clients (presence, pubsub)
+
+            await close_clients()
             app.state.jobs.stop_consumer()
             from clipfeed.feed.foryou import drop_engine  # the For You queues of this app
 

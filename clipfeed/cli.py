@@ -91,8 +91,9 @@ def ingest(
     host: str = typer.Option(None, help="Interface for RTMP (default CLIPFEED_RTMP_HOST, 127.0.0.1)."),
     port: int = typer.Option(None, help="RTMP port (default CLIPFEED_RTMP_PORT, 1935)."),
 ) -> None:
-    """Run only the RTMP live ingest (scale-out: K of these; the LL-HLS files go to the data dir,
-    which the API processes serving /media/live/ must share)."""
+    """Run only the RTMP live ingest (scale-out: K of these; the LL-HLS files go to CLIPFEED_LIVE_DIR
+    (default data_dir/live) on this node's disk, never to the blob store; the API process serving
+    /media/live/ for these streams must see that folder: run it on the same node)."""
     import asyncio
     import signal
 
@@ -120,7 +121,10 @@ def ingest(
         try:
             await stop.wait()
         finally:
+            from clipfeed.live.presence import close_clients
+
             await live.stop()
+            await close_clients()
             await db.dispose()
 
     asyncio.run(run())

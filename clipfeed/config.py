@@ -176,6 +176,20 @@ class Settings(BaseSettings):
     live_block_timeout_s: float = 6.0
     # The recording of one publish session (raw FLV) stops growing at this size.
     live_max_recording_bytes: int = 4096 * MB
+    # Where the ingest writes LL-HLS files and recordings: a local disk of the ingest node, never the
+    # blob store (parts are ~0.25 s, written 4x/s per rung, deleted a window later; an object-store
+    # PUT per part would eat the latency budget). Only the finished recording goes to the blob store
+    # (as the replay's source). Default: data_dir/live.
+    live_dir: Path | None = None
+    # A recording becomes a replay video whatever the VOD limits (max_duration_s, max_upload_bytes):
+    # replays have their own duration cap, size cap (live_max_recording_bytes), transcode time
+    # (ffmpeg_timeout_s, or live_replay_timeout_factor x the recording's duration when longer) and
+    # output cap. Every other check of an upload applies (sniff, probe, decode, dimensions, fps).
+    # Default: a publish session's longest run (rtmp_max_session_s, 4 h) plus slack for timestamps
+    # that do not start at 0, so no recording the ingest accepted is refused as a replay.
+    live_replay_max_s: float = 4 * 3600.0 + 300.0
+    live_replay_timeout_factor: float = 3.0
+    live_replay_max_output_bytes: int = 32 * 1024 * MB
     # Shared secret the nginx RTMP module's on_publish/on_publish_done hooks must send (?secret=);
     # empty: the hooks are disabled (404).
     live_hook_secret: str = ""
@@ -208,6 +222,10 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.resolved_database_url.startswith("sqlite")
+
+    @property
+    def resolved_live_dir(self) -> Path:
+        return (self.live_dir.expanduser().resolve() if self.live_dir else self.resolved_data_dir / "live")
 
     @property
     def blob_root(self) -> Path:

@@ -118,9 +118,9 @@ def settings(settings_factory) -> Settings:
 class LiveServer:
     """create_app(settings) served by a real uvicorn on a free loopback port, in a thread."""
 
-    def __init__(self, settings: Settings, *, run_workers: bool = True):
+    def __init__(self, settings: Settings, *, run_workers: bool = True, store=None):
         self.settings = settings
-        self.app = create_app(settings, run_workers=run_workers)
+        self.app = create_app(settings, run_workers=run_workers, store=store)
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))

@@ -175,6 +175,7 @@ class RedisFanout:
 _registry_lock = threading.Lock()
 _local_brokers: dict[str, LocalBroker] = {}
 _sync_clients: dict[str, object] = {}
+SYNC_CLIENT_NAME = "clipfeed-pubsub"  # CLIENT LIST shows who holds a connection
 # loop -> {redis url -> fanout}; weak so a finished loop takes its fanouts with it.
 _fanouts: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -193,8 +194,22 @@ def _sync_client(url: str):
         if client is None:
             import redis
 
-            client = _sync_clients[url] = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+            client = _sync_clients[url] = redis.Redis.from_url(
+                url, socket_timeout=5, socket_connect_timeout=5, client_name=SYNC_CLIENT_NAME)
         return client
+
+
+def close_sync_clients() -> None:
+    """Close the shared publishing clients (at shutdown). A later publish opens a new one, so an
+    app still running in this process carries on."""
+    with _registry_lock:
+        clients = list(_sync_clients.values())
+        _sync_clients.clear()
+    for client in clients:
+        try:
+            client.close()
+        except Exception:  # noqa: BLE001 - shutting down: nothing to do about a broken link
+            log.debug("closing a Redis client failed", exc_info=True)
 
 
 def _fanout(url: str) -> RedisFanout:

@@ -177,7 +177,7 @@ class StreamSession:
         self.ingest = ingest
         self.settings = ingest.settings
         self.stream_id = stream_id
-        self.dir = self.settings.resolved_data_dir / "live" / stream_id
+        self.dir = self.settings.resolved_live_dir / stream_id  # = live.service.live_dir
         self.meta: dict = {}
         self.video_config: bytes | None = None
         self.audio_config: bytes | None = None
@@ -203,6 +203,8 @@ class StreamSession:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.recording = open(self.recording_path, "wb")
         self.recording.write(FLV_HEADER)
+        # Counted, so the file never exceeds live_max_recording_bytes (the replay's size cap).
+        self.recorded = len(FLV_HEADER)
         self._watch = asyncio.get_running_loop().create_task(self._supervise())
 
     # -- PublishSink
@@ -252,7 +254,7 @@ class StreamSession:
         self._maybe_write_master()
         if self.recording is not None:
             self.recording.close()
-        recording = self.recording_path if self.recorded and self.video_config else None
+        recording = self.recording_path if self.recorded > len(FLV_HEADER) and self.video_config else None
         if recording is None:
             self.recording_path.unlink(missing_ok=True)
         await self.ingest.ended(self.stream_id, recording, reason)

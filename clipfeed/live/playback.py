@@ -206,7 +206,8 @@ async def live_media(stream_id: str, name: str, request: Request) -> Response:
     if match is None:
         raise _not_found()
     settings = request.app.state.settings
-    stream_dir = settings.resolved_data_dir / "live" / stream_id
+    # The ingest's local files, whatever blob store is configured (Settings.live_dir says why).
+    stream_dir = settings.resolved_live_dir / stream_id
     if not stream_dir.is_dir():
         raise _not_found()
     audience = await _audience(request, stream_id)

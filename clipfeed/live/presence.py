@@ -32,6 +32,7 @@ _peaks: dict[tuple[str, str], int] = {}
 # (namespace, stream_id, viewer_key) -> when it was last reported onwards
 _last_report: dict[tuple[str, str, str], float] = {}
 _async_clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+ASYNC_CLIENT_NAME = "clipfeed-presence"
 
 # KEYS[1] = viewers zset, KEYS[2] = peak; ARGV = now, member, expiry, ttl
 _NOTE_SCRIPT = """
@@ -75,8 +76,25 @@ def _async_client(url: str):
     if client is None:
         import redis.asyncio as redis_asyncio
 
-        client = per_loop[url] = redis_asyncio.Redis.from_url(url)
+        client = per_loop[url] = redis_asyncio.Redis.from_url(url, client_name=ASYNC_CLIENT_NAME)
     return client
+
+
+async def close_clients() -> None:
+    """Close the Redis clients live code opened: this event loop's presence clients and the shared
+    publishing clients of ``events.pubsub`` (the ingest's announcements, the hooks'). Called by the
+    app's lifespan and ``clipfeed ingest`` at shutdown; a client left open would be collected with
+    its socket still connected ("unclosed Connection")."""
+    from clipfeed.events.pubsub import close_sync_clients
+
+    loop = asyncio.get_running_loop()
+    per_loop = _async_clients.pop(loop, {})
+    for client in per_loop.values():
+        try:
+            await client.aclose()
+        except Exception:  # noqa: BLE001 - shutting down
+            pass
+    close_sync_clients()
 
 
 def _sync_client(url: str):

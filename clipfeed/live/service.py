@@ -35,6 +35,7 @@ from clipfeed.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from clipfeed.events.pubsub import live_channels
 from clipfeed.live import presence
 from clipfeed.live.models import LiveStatus, LiveStream
+from clipfeed.media.models import VideoOrigin
 from clipfeed.live.presence import note_viewer, peak_viewers, viewer_count, viewer_key_for
 from clipfeed.pagination import decode_cursor, encode_cursor
 from clipfeed.social import graph
@@ -65,8 +66,9 @@ class PublishRefused(Forbidden):
 # --- paths and URLs ----------------------------------------------------------------------------
 
 def live_dir(settings: Settings, stream_id: str) -> Path:
-    """Where the packager writes a stream's playlists and parts."""
-    return settings.resolved_data_dir / "live" / stream_id
+    """Where the packager writes a stream's playlists and parts (the ingest node's disk, see
+    ``Settings.live_dir``; playback reads them there, never through the blob store)."""
+    return settings.resolved_live_dir / stream_id
 
 
 def playback_url(stream_id: str) -> str:
@@ -245,7 +247,7 @@ async def publish_ended(session: AsyncSession, stream_id: str, recording_path: P
     caption = stream.title or "Live replay"
     video = await imports.import_local_file(
         session, owner, Path(recording_path), filename=f"live-{stream.id}.mp4", caption=caption,
-        visibility=stream.visibility, jobs=jobs, store=store)
+        visibility=stream.visibility, jobs=jobs, store=store, origin=VideoOrigin.LIVE_REPLAY)
     stream.replay_video_id = video.id
     await session.flush()
     return video

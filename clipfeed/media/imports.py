@@ -13,15 +13,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from clipfeed.accounts.models import User
 from clipfeed.media import keys
 from clipfeed.media import service as media
-from clipfeed.media.models import Video
+from clipfeed.media.models import Video, VideoOrigin
 
 
 async def import_local_file(session: AsyncSession, owner: User, path: Path, *, filename: str,
                             caption: str | None = None, visibility: str | None = None,
-                            jobs=None, store=None, move: bool = True) -> Video:
+                            jobs=None, store=None, move: bool = True,
+                            origin: str = VideoOrigin.UPLOAD) -> Video:
     """Create a Video owned by `owner` from the local file at `path` and enqueue its processing
     after the surrounding transaction commits. With move=True the file is moved (not copied)
-    into the blob store. `jobs`/`store` default to ones built from the session's settings.
+    into the blob store. `origin` picks the limits the pipeline applies (a live replay is not held
+    to the upload limits). `jobs`/`store` default to ones built from the session's settings.
     If the transaction rolls back, the source blob is removed again."""
     settings = session.info["settings"]
     if store is None:
@@ -37,6 +39,9 @@ async def import_local_file(session: AsyncSession, owner: User, path: Path, *, f
         raise FileNotFoundError(path)
     video = await media.create_video(session, owner, filename=filename, caption=caption,
                                      visibility=visibility, sound_id=None)
+    if origin not in VideoOrigin.ALL:
+        raise ValueError(f"unknown video origin {origin!r}")
+    video.origin = origin
     source = keys.source_key(video.id)
     size = await store.put_file(source, path, move=move)
 

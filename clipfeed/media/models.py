@@ -25,6 +25,12 @@ class Visibility:
     ALL = (PUBLIC, FOLLOWERS, UNLISTED, PRIVATE)
 
 
+class VideoOrigin:
+    UPLOAD = "upload"            # a creator's upload: the VOD limits apply (max_duration_s, max_upload_bytes)
+    LIVE_REPLAY = "live_replay"  # a live stream's recording: its own limits (live_replay_*), same checks otherwise
+    ALL = (UPLOAD, LIVE_REPLAY)
+
+
 class Video(Base):
     __tablename__ = "videos"
     __table_args__ = (
@@ -43,6 +49,8 @@ class Video(Base):
     visibility: Mapped[str] = mapped_column(String(16), default=Visibility.PUBLIC)
     sound_id: Mapped[str | None] = mapped_column(String(16), nullable=True)
     original_filename: Mapped[str] = mapped_column(String(255), default="")
+    # Set by the server only (never from upload metadata): picks the limits the pipeline applies.
+    origin: Mapped[str] = mapped_column(String(16), default=VideoOrigin.UPLOAD, server_default=VideoOrigin.UPLOAD)
 
     source_key: Mapped[str | None] = mapped_column(String(255), nullable=True)
     source_bytes: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from clipfeed.db.base import utcnow
 from clipfeed.media import keys
 from clipfeed.media import service as media
 from clipfeed.media.ffmpeg import Rung, Soundtrack, plan_ladder, transcode_ladder, write_master_playlist
-from clipfeed.media.models import Sound, Video, VideoStatus
+from clipfeed.media.models import Sound, Video, VideoOrigin, VideoStatus
 from clipfeed.media.probe import MediaRejected, ProbeResult, probe_media
 from clipfeed.social.notifications import notify
 from clipfeed.storage import BlobStore, build_store
@@ -29,6 +30,35 @@ from clipfeed.storage import BlobStore, build_store
 log = logging.getLogger("clipfeed.media.pipeline")
 
 ARTIFACT_FILES = ("poster.jpg", "preview.webp", "storyboard.jpg", "storyboard.vtt")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What a source may be and what processing it may cost, by the video's origin."""
+
+    max_bytes: int
+    min_duration_s: float
+    max_duration_s: float
+    max_output_bytes: int
+    timeout_factor: float  # the transcode may take this many times the duration, when longer than ffmpeg_timeout_s
+
+    def timeout_s(self, settings: Settings, duration_s: float) -> float:
+        return max(settings.ffmpeg_timeout_s, self.timeout_factor * duration_s)
+
+
+def limits_for(settings: Settings, origin: str | None) -> Limits:
+    """Uploads get the VOD limits. A live replay is the recording of a stream that already ran
+    (up to rtmp_max_session_s): it must become a video whatever the upload limits, so it has its
+    own caps, sized for hours; every other hostile-media check (sniff, probe, decode test,
+    dimensions, fps, protocol whitelist, time and output limits) applies all the same."""
+    if origin == VideoOrigin.LIVE_REPLAY:
+        return Limits(max_bytes=settings.live_max_recording_bytes, min_duration_s=settings.min_duration_s,
+                      max_duration_s=settings.live_replay_max_s,
+                      max_output_bytes=settings.live_replay_max_output_bytes,
+                      timeout_factor=settings.live_replay_timeout_factor)
+    return Limits(max_bytes=settings.max_upload_bytes, min_duration_s=settings.min_duration_s,
+                  max_duration_s=settings.max_duration_s, max_output_bytes=settings.max_output_bytes,
+                  timeout_factor=0.0)
 
 
 class VideoGone(Exception):
@@ -93,6 +123,7 @@ class Processor:
         async with self.db.transaction() as session:
             video = await self._load(session)
             source_key, owner_id = video.source_key, video.owner_id
+            limits = limits_for(self.settings, video.origin)
             self.published = list(video.renditions or [])
             named_sound = video.sound_id
             sound = await session.get(Sound, named_sound) if named_sound else None
@@ -108,8 +139,8 @@ class Processor:
             # The sound (or its creator) was deleted after this upload named it: keep the clip's own audio.
             log.warning("video %s names a sound that is gone; processing it with its own audio", self.video_id)
         probe = await asyncio.to_thread(
-            probe_media, source, max_bytes=self.settings.max_upload_bytes,
-            min_duration_s=self.settings.min_duration_s, max_duration_s=self.settings.max_duration_s,
+            probe_media, source, max_bytes=limits.max_bytes,
+            min_duration_s=limits.min_duration_s, max_duration_s=limits.max_duration_s,
             max_dimension=self.settings.max_dimension, max_fps=self.settings.max_fps)
         self.has_audio = probe.has_audio or soundtrack is not None
         await self._save_probe(probe)
@@ -125,7 +156,7 @@ class Processor:
         result = await asyncio.to_thread(
             transcode_ladder, source, self.workdir, rungs, has_audio=probe.has_audio,
             duration_s=probe.duration_s, preset=self.settings.x264_preset,
-            timeout_s=self.settings.ffmpeg_timeout_s, max_output_bytes=self.settings.max_output_bytes,
+            timeout_s=limits.timeout_s(self.settings, probe.duration_s), max_output_bytes=limits.max_output_bytes,
             on_progress=on_progress, on_rung_ready=on_rung_ready, ffmpeg=self.settings.ffmpeg_path,
             soundtrack=soundtrack)
         await self._finish(result, owner_id, probe)

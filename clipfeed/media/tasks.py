@@ -12,6 +12,8 @@ log = logging.getLogger("clipfeed.media.tasks")
 
 @job("media.process_video", retries=2, retry_delay=2, priority=10, time_limit_s=900)
 def process_video(settings: Settings, video_id: str) -> None:
+    # time_limit_s documents an upload's budget (ffmpeg_timeout_s); a live replay may take up to
+    # live_replay_timeout_factor x its duration (pipeline.limits_for).
     # Idempotent: claims the video first; a finished or already-claimed video is a no-op.
     from clipfeed.media import pipeline
 
