@@ -1,13 +1,13 @@
 """videos.origin: uploads and live replays get different limits
 
-Revision ID: 0007_live2
+Revision ID: 0007
 Revises: 0006
 """
 import sqlalchemy as sa
 from alembic import op
 
 
-revision = '0007_live2'
+revision = '0007'
 down_revision = '0006'
 branch_labels = None
 depends_on = None
