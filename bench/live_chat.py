@@ -321,6 +321,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--client-procs", type=int, default=2)
     parser.add_argument("--scale-out", action="store_true", help="PostgreSQL + Redis instead of SQLite")
+    parser.add_argument("--profile", metavar="PATH", help="run clipfeed's server under cProfile, stats to PATH")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the bare websockets round")
     parser.add_argument("--clients-proc", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--baseline-server", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -344,16 +346,18 @@ def main() -> None:
         (workdir / name).mkdir()
 
     # Baseline: the bare websockets fan-out server.
-    port = free_port()
-    baseline = subprocess.Popen([sys.executable, __file__, "--baseline-server", str(port)], stdout=subprocess.PIPE,
-                                text=True)
-    assert baseline.stdout.readline().startswith("READY")
-    try:
-        base = run_round("baseline", f"ws://127.0.0.1:{port}/", ["sender"] * args.senders, args.clients, interval,
-                         args.seconds, args.client_procs, baseline.pid, workdir)
-    finally:
-        baseline.terminate()
-        baseline.wait()
+    base = None
+    if not args.no_baseline:
+        port = free_port()
+        baseline = subprocess.Popen([sys.executable, __file__, "--baseline-server", str(port)],
+                                    stdout=subprocess.PIPE, text=True)
+        assert baseline.stdout.readline().startswith("READY")
+        try:
+            base = run_round("baseline", f"ws://127.0.0.1:{port}/", ["sender"] * args.senders, args.clients,
+                             interval, args.seconds, args.client_procs, baseline.pid, workdir)
+        finally:
+            baseline.terminate()
+            baseline.wait()
 
     env = {"CLIPFEED_RTMP_PORT": str(free_port())}
     if args.scale_out:
@@ -373,7 +377,7 @@ def main() -> None:
                    CLIPFEED_QUEUE_NAME=schema)
     data_dir = workdir / "data"
     data_dir.mkdir()
-    server = ServerProcess(data_dir, workers=False, extra_env=env)
+    server = ServerProcess(data_dir, workers=False, extra_env=env, profile_to=args.profile)
     try:
         owner = register(server.url, "benchowner")
         import httpx
@@ -396,6 +400,9 @@ def main() -> None:
 
     rate = args.senders / interval
     shape = "PostgreSQL + Redis" if args.scale_out else "SQLite, in-process fan-out"
+    if base is None:
+        base = {key: float("nan") if isinstance(value, float) else "-" for key, value in ours.items()}
+
     def cells(key, fmt="{:.1f}"):
         return [fmt.format(ours[key]), fmt.format(base[key])]
 

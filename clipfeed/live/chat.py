@@ -35,6 +35,7 @@ from clipfeed.deps import SESSION_COOKIE
 from clipfeed.errors import NotFound
 from clipfeed.events.pubsub import live_channels
 from clipfeed.live import chat_service as cs
+from clipfeed.live import chat_wire
 from clipfeed.live import service as live
 
 log = logging.getLogger("clipfeed.live.chat")
@@ -43,7 +44,8 @@ router = APIRouter(tags=["live chat"])
 
 MAX_FRAME_CHARS = 8192
 _SHUTDOWN = None
-DIRECT_SEND_S = 0.05  # longest the room waits on one socket's full buffers
+DIRECT_SEND_S = 0.05  # longest the room waits on one socket's full buffers (ASGI path)
+MAX_BATCH = 200  # messages per fan-out frame at most (a room that fell far behind)
 SAVE_DELAY_S = 0.05  # accepted messages reach the database in batches at most this late
 
 
@@ -51,28 +53,52 @@ def _dumps(message: dict) -> str:
     return json.dumps(message, ensure_ascii=False, separators=(",", ":"))
 
 
+def _batch_text(texts: list[str]) -> str:
+    """One message is sent as its JSON object; several as a JSON array of them, in order."""
+    return texts[0] if len(texts) == 1 else "[" + ",".join(texts) + "]"
+
+
 class Connection:
-    def __init__(self, ws: WebSocket, chatter: cs.Chatter | None, viewer_key: str, queue_size: int):
+    def __init__(self, ws: WebSocket, chatter: cs.Chatter | None, viewer_key: str, limit: int):
         self.ws = ws
+        # uvicorn's protocol when the room may write pre-built frames to it (chat_wire), else None.
+        self.protocol = chat_wire.protocol_of(ws.scope)
         self.chatter = chatter
         self.viewer_key = viewer_key
-        self.queue: asyncio.Queue[str | None] = asyncio.Queue(maxsize=queue_size)
+        # What the writer task still has to send, in order: a control frame's text (str), a list
+        # of chat message texts (merged with its neighbours into one frame when sent), or
+        # _SHUTDOWN. Bounded by `limit` chat messages.
+        self.pending: deque[str | list[str] | None] = deque()
+        self.pending_messages = 0
+        self.limit = limit
+        self.wake = asyncio.Event()
         self.skip_ids: set[str] = set()
         self.writer: asyncio.Task | None = None
         self.dropped = False
         self.sending = False
 
-    def offer(self, text: str) -> None:
+    def offer(self, item: str | list[str] | None) -> None:
         if self.dropped:
             return
-        try:
-            self.queue.put_nowait(text)
-        except asyncio.QueueFull:
-            # The client reads slower than the room talks: cut it loose, never wait for it.
-            self.dropped = True
-            if self.writer is not None:
-                self.writer.cancel()
-            asyncio.get_running_loop().create_task(self._close(1013, "too slow"))
+        if isinstance(item, list):
+            self.pending_messages += len(item)
+            if self.pending_messages > self.limit:
+                self._overflow()
+                return
+        self.pending.append(item)
+        self.wake.set()
+
+    def _overflow(self) -> None:
+        """The client has not read `limit` messages (beyond what its TCP buffers hold): it is
+        gone or stuck. Never wait for it and never skip messages silently: disconnect it (1013);
+        the page rejoins with ?after=<last message id> and gets what it missed from the table."""
+        self.dropped = True
+        self.pending.clear()
+        self.pending_messages = 0
+        if self.writer is not None:
+            self.writer.cancel()
+        log.info("chat client %s cut off: %d messages behind", self.viewer_key[:12], self.limit)
+        asyncio.get_running_loop().create_task(self._close(1013, "too slow; rejoin"))
 
     def error(self, exc: cs.ChatRefused, nonce: str | None = None) -> None:
         frame = {"type": "error", "code": exc.code, "message": exc.message}
@@ -83,17 +109,36 @@ class Connection:
         self.offer(_dumps(frame))
 
     async def _close(self, code: int, reason: str) -> None:
+        protocol = self.protocol
+        if protocol is not None and not protocol.writable.is_set():
+            chat_wire.abort(protocol)  # it does not read: a close frame would never get out
+            return
         try:
             if self.ws.application_state == WebSocketState.CONNECTED:
-                await self.ws.close(code=code, reason=reason)
-        except Exception:  # noqa: BLE001 - already gone
-            pass
+                async with asyncio.timeout(5):
+                    await self.ws.close(code=code, reason=reason)
+        except Exception:  # noqa: BLE001 - already gone (or never reading: dropped below)
+            chat_wire.abort(protocol)
 
     async def write_loop(self) -> None:
+        pending = self.pending
         while True:
-            text = await self.queue.get()
-            if text is _SHUTDOWN:
+            while not pending:
+                self.wake.clear()
+                await self.wake.wait()
+            item = pending.popleft()
+            if item is _SHUTDOWN:
                 return
+            if isinstance(item, list):
+                # Everything queued behind it goes out in the same frame: a reader that fell
+                # behind catches up in one send, not one per message.
+                texts = list(item)
+                while pending and isinstance(pending[0], list):
+                    texts.extend(pending.popleft())
+                self.pending_messages -= len(texts)
+                text = _batch_text(texts)
+            else:
+                text = item
             self.sending = True
             try:
                 await self.ws.send_text(text)
@@ -102,21 +147,21 @@ class Connection:
 
     def idle(self) -> bool:
         """Nothing queued or being written: the room may write to this socket itself."""
-        return self.writer is not None and not self.sending and not self.dropped and self.queue.empty()
+        return self.writer is not None and not self.sending and not self.dropped and not self.pending
 
-    async def send_now(self, text: str) -> None:
-        """Write from the room's own task (no task switch per socket). The write completes at once
-        unless the socket's buffers are full; if they stay full for DIRECT_SEND_S the text goes to
-        the socket's queue and its writer task carries on (the room moves on at once; a queue that
-        overflows disconnects the client). uvicorn's WebSocket protocol waits for writability
-        before it writes anything, so a timed-out write wrote nothing and nothing is doubled."""
+    async def send_now(self, text: str, texts: list[str]) -> None:
+        """The ASGI path, for servers other than uvicorn's sans-I/O protocol: write from the
+        room's own task (no task switch per socket). The write completes at once unless the
+        socket's buffers are full; if they stay full for DIRECT_SEND_S the messages go to the
+        socket's queue and its writer task carries on. uvicorn's WebSocket protocols wait for
+        writability before they write anything, so a timed-out write wrote nothing."""
         self.sending = True
         try:
             async with asyncio.timeout(DIRECT_SEND_S):
                 await self.ws.send_text(text)
         except TimeoutError:
             self.sending = False
-            self.offer(text)
+            self.offer(texts)
         except Exception:  # noqa: BLE001 - the client is gone; its reader loop cleans up
             self.dropped = True
         finally:
@@ -162,8 +207,14 @@ class Room:
                 self.ready.set()
                 while True:
                     message = await sub.get(timeout=3600)
-                    if message is not None and message.get("type") != "_probe":
-                        await self._deliver(message)
+                    if message is None:
+                        continue
+                    # Whatever else arrived meanwhile (while the last fan-out ran) goes out with
+                    # it as one frame: no added delay when the room keeps up, fewer writes per
+                    # message when it does not.
+                    batch = [m for m in (message, *sub.drain(MAX_BATCH - 1)) if m.get("type") != "_probe"]
+                    if batch:
+                        await self._deliver(batch)
         except asyncio.CancelledError:
             raise
         except Exception:  # noqa: BLE001
@@ -183,22 +234,44 @@ class Room:
                 if message == probe:
                     return
                 if message is not None and message.get("type") != "_probe":
-                    await self._deliver(message)
+                    await self._deliver([message])
         log.warning("chat room %s: subscription not confirmed; continuing", self.stream_id)
 
-    async def _deliver(self, message: dict) -> None:
-        self._apply(message)
-        text = _dumps(message)
-        is_chat = message.get("type") == "message"
-        message_id = message.get("id")
+    async def _deliver(self, batch: list[dict]) -> None:
+        """Serialize once, frame once, write the same bytes to every socket that can take them now;
+        the others get the messages in their queue (in order, merged when they are sent)."""
+        events = False
+        for message in batch:
+            self._apply(message)
+            events = events or message.get("type") != "message"
+        texts = [_dumps(message) for message in batch]
+        ids = [message["id"] for message in batch if message.get("type") == "message"]
+        text = _batch_text(texts)
+        frame = chat_wire.text_frame(text)
+        asgi_only: list[Connection] = []
         for conn in list(self.connections):
-            if is_chat and message_id in conn.skip_ids:
+            if events:
+                for message in batch:
+                    conn.apply(message)
+            skip = conn.skip_ids
+            if skip and any(message_id in skip for message_id in ids):
+                # Already in the backlog this socket was sent on joining.
+                keep = [t for t, m in zip(texts, batch, strict=True) if m.get("id") not in skip]
+                if keep:
+                    conn.offer(keep)
                 continue
-            conn.apply(message)
             if conn.idle():
-                await conn.send_now(text)
+                if conn.protocol is None:
+                    asgi_only.append(conn)
+                    continue
+                if chat_wire.write(conn.protocol, frame):
+                    continue
+            conn.offer(texts)
+        for conn in asgi_only:
+            if conn.idle():
+                await conn.send_now(text, texts)
             else:
-                conn.offer(text)
+                conn.offer(texts)
 
     def _apply(self, message: dict) -> None:
         state, kind = self.state, message.get("type")

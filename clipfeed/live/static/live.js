@@ -70,7 +70,12 @@ function connectChat() {
   const scheme = location.protocol === "https:" ? "wss" : "ws";
   socket = new WebSocket(`${scheme}://${location.host}/api/v1/live/${encodeURIComponent(streamId)}/chat`);
   socket.addEventListener("message", (event) => {
-    try { onFrame(JSON.parse(event.data)); } catch (_) { /* ignore a bad frame */ }
+    let data;
+    try { data = JSON.parse(event.data); } catch (_) { return; /* ignore a bad frame */ }
+    // Messages the room fanned out together arrive as one array, in order.
+    for (const frame of Array.isArray(data) ? data : [data]) {
+      try { onFrame(frame); } catch (_) { /* one bad frame never stops the others */ }
+    }
   });
   socket.addEventListener("close", (event) => {
     if (event.code !== 4404) setTimeout(connectChat, 2000);
