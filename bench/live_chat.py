@@ -194,12 +194,15 @@ async def run_clients(url: str, tokens: list[str | None], senders: int, interval
         # server, and every microsecond they spend is one the server does not get.
         async for text in ws:
             now = time.time()
+            # A frame may be a JSON array of several messages the server fanned out together.
             at = text.find('"nonce":"t')
             if at >= 0:
-                sent_at = float(text[at + 10:text.index("|", at)])
-                latencies.append(now - sent_at)
-                send_times.append(sent_at)
-                received += 1
+                while at >= 0:
+                    sent_at = float(text[at + 10:text.index("|", at)])
+                    latencies.append(now - sent_at)
+                    send_times.append(sent_at)
+                    received += 1
+                    at = text.find('"nonce":"t', at + 10)
             elif text.startswith('{"type":"error"'):
                 code = json.loads(text).get("code", "?")
                 refused[code] = refused.get(code, 0) + 1

@@ -9,13 +9,16 @@ nonce?}. A bad frame only ever costs its sender an error frame.
 
 Fan-out: every accepted message or event is published once on the stream's channel
 (``events.pubsub``: in-process broker embedded, Redis pub/sub at scale). Each server process
-keeps one room per stream with one subscription; the room serializes each message once and
-writes the text to every local socket itself (a write completes at once unless the socket's
-buffers are full, so there is no task switch per socket). A socket that is busy (its own writer is
-sending an error frame or a backlog) gets the text in its bounded queue instead, in order; a socket
-whose buffers stay full for DIRECT_SEND_S is switched to its queue; one whose queue overflows is
-disconnected (1013) - a client that far behind rejoins with the backlog. The room never waits
-for a slow client longer than DIRECT_SEND_S, once.
+keeps one room per stream with one subscription. The room takes the next message plus whatever
+else arrived while it was busy (no added delay when it keeps up), serializes them once, builds one
+WebSocket frame (a JSON object, or an array of objects in order) and writes the same bytes to every
+socket's transport (``chat_wire``: no ASGI layers, no per-socket compression; the ASGI path is
+kept for other servers). A socket that cannot take it now (its own writer is sending an error
+frame or a backlog, or its buffers are above the high-water mark) gets the messages in its queue
+instead, in order; its writer sends everything queued as one frame when it can. A socket whose
+queue passes ``live_chat_client_queue`` messages is closed (1013) behind what it has not read; the
+client rejoins with ``?after=<last message id>`` and gets what it missed from the table. The room
+never waits for a slow client.
 """
 
 from __future__ import annotations
@@ -46,6 +49,9 @@ MAX_FRAME_CHARS = 8192
 _SHUTDOWN = None
 DIRECT_SEND_S = 0.05  # longest the room waits on one socket's full buffers (ASGI path)
 MAX_BATCH = 200  # messages per fan-out frame at most (a room that fell far behind)
+REJOIN_MAX_MESSAGES = 2000  # what a client rejoining with ?after= gets at most (~0.6 MB)
+CLOSE_GRACE_S = 10.0  # a client cut off for not reading has this long to read the rest and leave
+SEND_BUFFER_BYTES = 64 * 1024  # kernel send buffer per chat socket (see chat_wire.limit_send_buffer)
 SAVE_DELAY_S = 0.05  # accepted messages reach the database in batches at most this late
 
 
@@ -111,13 +117,13 @@ class Connection:
     async def _close(self, code: int, reason: str) -> None:
         protocol = self.protocol
         if protocol is not None and not protocol.writable.is_set():
-            chat_wire.abort(protocol)  # it does not read: a close frame would never get out
+            chat_wire.close_behind(protocol, code, reason, grace_s=CLOSE_GRACE_S)
             return
         try:
             if self.ws.application_state == WebSocketState.CONNECTED:
-                async with asyncio.timeout(5):
+                async with asyncio.timeout(CLOSE_GRACE_S):
                     await self.ws.close(code=code, reason=reason)
-        except Exception:  # noqa: BLE001 - already gone (or never reading: dropped below)
+        except Exception:  # noqa: BLE001 - already gone, or not reading at all
             chat_wire.abort(protocol)
 
     async def write_loop(self) -> None:
@@ -410,12 +416,21 @@ async def chat_socket(ws: WebSocket, stream_id: str):
     client_ip = ws.client.host if ws.client else None
     viewer_key = live.viewer_key_for(user.id if user else None, client_ip, ws.headers.get("user-agent"))
     conn = Connection(ws, chatter, viewer_key, settings.live_chat_client_queue)
+    if conn.protocol is not None:
+        chat_wire.limit_send_buffer(conn.protocol, SEND_BUFFER_BYTES)
     room.add(conn)
     try:
         await room.ready.wait()
         await room.saved()
+        # ?after=<message id>: a client rejoining (e.g. after it was cut off for reading too
+        # slowly) gets what it missed, up to as many messages as a client may have queued.
+        after = ws.query_params.get("after")
+        after = after if after and len(after) <= 32 and after.isalnum() else None
         async with db.transaction() as session:
-            frames = await cs.backlog(session, stream_id, settings.live_chat_backlog)
+            if after is None:
+                frames = await cs.backlog(session, stream_id, settings.live_chat_backlog)
+            else:
+                frames = await cs.backlog(session, stream_id, REJOIN_MAX_MESSAGES, after=after)
         conn.skip_ids = {frame["id"] for frame in frames}
         room_state = room.state
         you = None

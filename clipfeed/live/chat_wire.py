@@ -82,7 +82,35 @@ def write(protocol, frame: bytes) -> bool:
     return True
 
 
-def abort(protocol) -> None:
-    """Drop a connection without waiting for it to read anything (it stopped reading)."""
-    if protocol is not None and not protocol.transport.is_closing():
-        protocol.transport.abort()
+def limit_send_buffer(protocol, size: int) -> None:
+    """Cap the kernel's send buffer for a chat socket. Linux autotunes it up to tcp_wmem's max
+    (4 MB by default) for a peer that stopped reading, so 1,000 stuck viewers could pin gigabytes
+    of kernel memory; chat needs a few kilobytes a second. With the cap, what a stuck client has
+    not read waits in its bounded queue (counted, merged when it reads again, cut off past the
+    limit) instead."""
+    import socket
+
+    sock = protocol.transport.get_extra_info("socket")
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
+        except OSError:  # pragma: no cover - not a TCP socket (e.g. a Unix socket in a test)
+            pass
+
+
+def close_behind(protocol, code: int, reason: str, grace_s: float) -> None:
+    """Close a connection whose buffers are full without waiting for it: the close frame is
+    queued behind what it has not read yet (a client that resumes reads all of it, then the
+    code), and the connection is dropped if it has not gone away `grace_s` later. Mirrors what
+    uvicorn does for an ASGI close, minus the wait for writability that would block here."""
+    transport = protocol.transport
+    if protocol.close_sent or transport.is_closing():
+        return
+    protocol.conn.send_close(code, reason)
+    transport.write(b"".join(protocol.conn.data_to_send()))
+    protocol.close_sent = True
+    protocol.queue.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
+    if protocol.read_paused:  # hear the client's close reply
+        protocol.read_paused = False
+        transport.resume_reading()
+    protocol.loop.call_later(grace_s, transport.abort)

@@ -1,0 +1,112 @@
+"""Chat delivery under load, over a real server and real WebSockets (both backends): messages the
+room fans out together arrive as one JSON array in order; a client that stops reading gets its
+backlog when it reads again (merged into few frames), and one that stays stuck is cut off (1013)
+and rejoins with ?after=<last id> to get everything it missed; pre-built uncompressed frames mix
+correctly with compressed ones on a permessage-deflate connection."""
+
+from __future__ import annotations
+
+import socket
+
+import httpx
+import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+
+from tests.conftest import LiveServer, register
+from tests.live.test_chat import Chat, said, start_stream
+
+TEXT = "x" * 480  # near the 500-character limit: fills buffers with few messages
+
+
+def _join(base_url: str, stream_id: str, *, after: str | None = None, stalled: bool = False) -> Chat:
+    """A chat client (anonymous reader). stalled: its socket's receive buffer is tiny and its
+    library stops reading after 4 unread frames, so until the test reads, the server's side of
+    the connection fills up after a few kilobytes."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if stalled:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    host, port = base_url.removeprefix("http://").split(":")
+    sock.connect((host, int(port)))
+    chat = Chat.__new__(Chat)
+    url = base_url.replace("http://", "ws://") + f"/api/v1/live/{stream_id}/chat" + (f"?after={after}" if after else "")
+    chat.ws = connect(url, sock=sock, open_timeout=10, max_size=2**22, max_queue=4 if stalled else 16).__enter__()
+    chat.frames, chat.queued, chat.frame_sizes = [], [], []
+    chat.hello = chat.wait_for(lambda f: f["type"] == "hello")
+    chat.backlog = chat.wait_for(lambda f: f["type"] == "backlog")["messages"]
+    return chat
+
+
+@pytest.fixture
+def busy_room(request, settings_factory):
+    # A high rate limit: these tests send bursts from one user.
+    settings = settings_factory(live_chat_rate=10_000, live_chat_client_queue=getattr(request, "param", 1000))
+    server = LiveServer(settings, run_workers=False).start()
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        owner, alice = register(http), register(http)
+        stream_id = start_stream(http, owner)
+        yield {"url": server.url, "stream_id": stream_id, "alice": alice}
+    server.stop()
+
+
+def test_burst_arrives_once_in_order_on_a_compressed_connection(busy_room):
+    reader = Chat(busy_room["url"], busy_room["stream_id"])
+    # The test client offers permessage-deflate like browsers do, and the server accepted it:
+    # fan-out frames are sent uncompressed (RSV1 clear) between compressed ones and must decode.
+    assert any(ext.name == "permessage-deflate" for ext in reader.ws.protocol.extensions)
+    writer = Chat(busy_room["url"], busy_room["stream_id"], busy_room["alice"]["token"])
+    for n in range(150):
+        writer.say(f"burst {n}")
+    writer.send(type="nonsense")  # an error frame (compressed, via the writer task) in between
+    writer.error("unknown_type")
+    writer.say("last")
+    reader.wait_for(said("last"))
+    texts = [m["text"] for m in reader.messages()]
+    assert texts == [f"burst {n}" for n in range(150)] + ["last"]
+    ids = [m["id"] for m in reader.messages()]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    writer.wait_for(said("last"))
+    assert [m["text"] for m in writer.messages()] == texts
+
+
+def test_reader_that_pauses_gets_its_backlog_merged_in_order(busy_room):
+    stalled = _join(busy_room["url"], busy_room["stream_id"], stalled=True)
+    watcher = Chat(busy_room["url"], busy_room["stream_id"])
+    writer = Chat(busy_room["url"], busy_room["stream_id"], busy_room["alice"]["token"])
+    count = 600  # ~350 KB: more than the paused socket's buffers hold, fewer messages than its queue's limit
+    for n in range(count):
+        writer.say(f"{n} {TEXT}")
+    watcher.wait_for(said(f"{count - 1} {TEXT}"))  # everything was fanned out meanwhile
+    stalled.wait_for(said(f"{count - 1} {TEXT}"))
+    assert [m["text"] for m in stalled.messages()] == [f"{n} {TEXT}" for n in range(count)]
+    # What queued up while it did not read went out merged: far fewer frames than messages.
+    assert len(stalled.frame_sizes) - 2 < count / 2, stalled.frame_sizes
+
+
+@pytest.mark.parametrize("busy_room", [100], indirect=True)
+def test_reader_stuck_past_its_queue_is_cut_off_and_rejoins_with_what_it_missed(busy_room):
+    url, stream_id = busy_room["url"], busy_room["stream_id"]
+    stalled = _join(url, stream_id, stalled=True)
+    watcher = Chat(url, stream_id)
+    writer = Chat(url, stream_id, busy_room["alice"]["token"])
+    count = 600  # the stuck reader's queue takes 100 messages beyond its buffers
+    expected = [f"{n} {TEXT}" for n in range(count)]
+    for text in expected:
+        writer.say(text)
+    watcher.wait_for(said(expected[-1]))
+    # Reading again, it gets what was written before the cut-off, then the close code.
+    with pytest.raises(ConnectionClosed) as closed:
+        stalled.wait_for(lambda f: False, timeout=15)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
+    seen = stalled.messages()
+    assert 0 < len(seen) < count
+    assert [m["text"] for m in seen] == expected[:len(seen)]
+    # The page rejoins with the last id it saw and misses nothing.
+    rejoined = _join(url, stream_id, after=seen[-1]["id"])
+    assert [m["text"] for m in seen + rejoined.backlog] == expected
+    # The room carried on for everyone else (the writer did not read either: it was cut off too).
+    writer = Chat(url, stream_id, busy_room["alice"]["token"])
+    writer.say("still here")
+    watcher.wait_for(said("still here"))
+    rejoined.wait_for(said("still here"))
+    assert [m["text"] for m in watcher.messages()] == expected + ["still here"]
