@@ -313,6 +313,10 @@ def run_round(name: str, ws_url: str, sender_tokens: list[str | None], clients: 
         "p50_last": float(np.percentile(thirds[-1], 50)) if len(thirds[-1]) else float("nan"),
         "deliveries_per_s": received / seconds,
         "cpu_cores": ((cpu_after.user + cpu_after.system) - (cpu_before.user + cpu_before.system)) / wall,
+        # Robust to machine load (CPU time, not wall time): what each delivery costs the server.
+        "cpu_us_per_delivery": ((cpu_after.user + cpu_after.system) - (cpu_before.user + cpu_before.system))
+        / max(received, 1) * 1e6,
+        "load_avg": os.getloadavg()[0],
         "rss_mb": rss_after / 2**20, "rss_growth_mb": (rss_joined - rss_before) / 2**20, "connect_s": connect_s,
     }
 
@@ -424,6 +428,8 @@ def main() -> None:
                     ["p50, last third of the run (ms)", *cells("p50_last")],
                     ["deliveries / s", *cells("deliveries_per_s", "{:.0f}")],
                     ["server CPU while sending (cores)", *cells("cpu_cores", "{:.2f}")],
+                    ["server CPU per delivery (µs)", *cells("cpu_us_per_delivery")],
+                    ["machine load average (1 min, end of round)", *cells("load_avg", "{:.1f}")],
                     ["server RSS at end (MB)", *cells("rss_mb", "{:.0f}")],
                     ["server RSS growth joining (MB)", *cells("rss_growth_mb", "{:.0f}")],
                 ])
