@@ -48,7 +48,10 @@ router = APIRouter(tags=["live chat"])
 MAX_FRAME_CHARS = 8192
 _SHUTDOWN = None
 DIRECT_SEND_S = 0.05  # longest the room waits on one socket's full buffers (ASGI path)
-MAX_BATCH = 200  # messages per fan-out frame at most (a room that fell far behind)
+# Messages per frame at most (a room, or a reader, that fell behind): <= ~45 KB even with the
+# longest messages, below the transport's 64 KB high-water mark (one frame alone never makes a
+# reading client look stuck) and far below clients' message size limits (websockets: 1 MiB).
+MAX_BATCH = 64
 REJOIN_MAX_MESSAGES = 2000  # what a client rejoining with ?after= gets at most (~0.6 MB)
 CLOSE_GRACE_S = 10.0  # a client cut off for not reading has this long to read the rest and leave
 SEND_BUFFER_BYTES = 64 * 1024  # kernel send buffer per chat socket (see chat_wire.limit_send_buffer)
@@ -139,7 +142,7 @@ class Connection:
                 # Everything queued behind it goes out in the same frame: a reader that fell
                 # behind catches up in one send, not one per message.
                 texts = list(item)
-                while pending and isinstance(pending[0], list):
+                while pending and isinstance(pending[0], list) and len(texts) + len(pending[0]) <= MAX_BATCH:
                     texts.extend(pending.popleft())
                 self.pending_messages -= len(texts)
                 text = _batch_text(texts)
@@ -391,7 +394,7 @@ async def chat_socket(ws: WebSocket, stream_id: str):
     app = ws.app
     settings, db = app.state.settings, app.state.db
     token = _ws_token(ws, settings)
-    stream = state = chatter = None
+    stream = state = chatter = running = None
     user = None
     async with db.transaction() as session:
         if token:
@@ -401,7 +404,10 @@ async def chat_socket(ws: WebSocket, stream_id: str):
         except NotFound:
             stream = None
         if stream is not None:
-            state = await cs.load_room(session, settings, stream)
+            # A room already running in this process holds the state, kept current by its
+            # subscription: 1,000 viewers joining do not each reload moderators and emotes.
+            running = _rooms(app).get(stream_id)
+            state = running.state if running is not None else await cs.load_room(session, settings, stream)
             chatter = await cs.load_chatter(session, state, user) if user is not None else None
     await ws.accept()
     if stream is None:
@@ -412,6 +418,9 @@ async def chat_socket(ws: WebSocket, stream_id: str):
     rooms = _rooms(app)
     room = rooms.get(stream_id)
     if room is None:
+        if running is not None:  # that room closed meanwhile: its state stopped following events
+            async with db.transaction() as session:
+                state = await cs.load_room(session, settings, stream)
         room = rooms[stream_id] = Room(app, stream_id, state)
     client_ip = ws.client.host if ws.client else None
     viewer_key = live.viewer_key_for(user.id if user else None, client_ip, ws.headers.get("user-agent"))

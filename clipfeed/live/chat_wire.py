@@ -113,4 +113,6 @@ def close_behind(protocol, code: int, reason: str, grace_s: float) -> None:
     if protocol.read_paused:  # hear the client's close reply
         protocol.read_paused = False
         transport.resume_reading()
-    protocol.loop.call_later(grace_s, transport.abort)
+    # uvicorn closes the transport when the client answers the close (or when the app returns
+    # and no close timer is set): the timer keeps it open for the client to read up to the close.
+    protocol.close_timer = protocol.loop.call_later(grace_s, transport.abort)
