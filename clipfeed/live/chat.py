@@ -346,7 +346,17 @@ class Room:
             self._presence.cancel()
 
     async def publish(self, message: dict) -> None:
-        await self.channels.publish(self.channel, message)
+        redis = _publisher(self.app)
+        if redis is None:
+            await self.channels.publish(self.channel, message)
+            return
+        # At scale, on this loop's own Redis client: events.pubsub publishes through a
+        # synchronous client on a worker thread (any thread may publish there), a thread hop per
+        # message on the delivery path. Same channel and JSON as events.pubsub; best effort like it.
+        try:
+            await redis.publish(self.channel, json.dumps(message, separators=(",", ":")))
+        except Exception:  # noqa: BLE001 - the message is saved; only live delivery missed it
+            log.warning("chat publish on %s failed", self.channel, exc_info=True)
 
 
 def _rooms(app) -> dict[str, Room]:
@@ -354,6 +364,19 @@ def _rooms(app) -> dict[str, Room]:
     if rooms is None:
         rooms = app.state.live_rooms = {}
     return rooms
+
+
+def _publisher(app):
+    """The app's async Redis client for chat publishes, None when embedded."""
+    settings = app.state.settings
+    if not settings.redis_url:
+        return None
+    client = getattr(app.state, "live_chat_redis", None)
+    if client is None:
+        import redis.asyncio as redis_asyncio
+
+        client = app.state.live_chat_redis = redis_asyncio.Redis.from_url(settings.redis_url)
+    return client
 
 
 def _flood(app) -> cs.FloodControl:
