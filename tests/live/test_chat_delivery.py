@@ -113,6 +113,8 @@ def test_reader_stuck_past_its_queue_is_cut_off_and_rejoins_with_what_it_missed(
     # The page rejoins with the last id it saw and misses nothing.
     rejoined = _join(url, stream_id, after=seen[-1]["id"])
     assert [m["text"] for m in seen + rejoined.backlog] == expected
+    # A malformed ?after= is ignored: the usual last 50.
+    assert [m["text"] for m in _join(url, stream_id, after="'or'1'='1").backlog] == expected[-50:]
     # The room carried on for everyone else.
     writer.say("still here")
     watcher.wait_for(said("still here"))
