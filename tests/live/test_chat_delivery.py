@@ -120,3 +120,27 @@ def test_reader_stuck_past_its_queue_is_cut_off_and_rejoins_with_what_it_missed(
     watcher.wait_for(said("still here"))
     rejoined.wait_for(said("still here"))
     assert [m["text"] for m in watcher.messages()] == expected + ["still here"]
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # uvicorn's legacy protocol, on purpose
+def test_other_websocket_servers_get_asgi_sends(settings_factory):
+    """Under uvicorn's legacy websockets protocol the room finds no protocol to write frames to
+    and uses ASGI sends: the same messages, in order, batches as arrays all the same."""
+    settings = settings_factory(live_chat_rate=10_000)
+    server = LiveServer(settings, run_workers=False, ws="websockets").start()
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            owner, alice = register(http), register(http)
+            stream_id = start_stream(http, owner)
+        reader = Chat(server.url, stream_id)
+        writer = Chat(server.url, stream_id, alice["token"])
+        for n in range(100):
+            writer.say(f"legacy {n}")
+        reader.wait_for(said("legacy 99"))
+        assert [m["text"] for m in reader.messages()] == [f"legacy {n}" for n in range(100)]
+        assert server.app.state.live_rooms[stream_id].connections  # the room served them
+        assert all(conn.protocol is None for conn in server.app.state.live_rooms[stream_id].connections)
+        reader.close()
+        writer.close()
+    finally:
+        server.stop()
