@@ -265,7 +265,8 @@ class Room:
             skip = conn.skip_ids
             if skip and any(message_id in skip for message_id in ids):
                 # Already in the backlog this socket was sent on joining.
-                keep = [t for t, m in zip(texts, batch, strict=True) if m.get("id") not in skip]
+                keep = [t for t, m in zip(texts, batch, strict=True)
+                        if not (m.get("type") == "message" and m.get("id") in skip)]
                 if keep:
                     conn.offer(keep)
                 continue

@@ -48,7 +48,7 @@ def busy_room(request, settings_factory):
     with httpx.Client(base_url=server.url, timeout=30) as http:
         owner, alice = register(http), register(http)
         stream_id = start_stream(http, owner)
-        yield {"url": server.url, "stream_id": stream_id, "alice": alice}
+        yield {"url": server.url, "stream_id": stream_id, "alice": alice, "owner": owner}
     server.stop()
 
 
@@ -144,3 +144,15 @@ def test_other_websocket_servers_get_asgi_sends(settings_factory):
         writer.close()
     finally:
         server.stop()
+
+
+def test_deleting_a_backlog_message_reaches_those_who_joined_with_it(busy_room):
+    url, stream_id = busy_room["url"], busy_room["stream_id"]
+    writer = Chat(url, stream_id, busy_room["alice"]["token"])
+    writer.say("regrettable")
+    said_it = writer.wait_for(said("regrettable"))
+    streamer = Chat(url, stream_id, busy_room["owner"]["token"])
+    assert [m["text"] for m in streamer.backlog] == ["regrettable"]
+    joined = Chat(url, stream_id)
+    streamer.send(type="delete", message_id=said_it["id"])
+    assert joined.wait_for(lambda f: f["type"] == "message_deleted")["id"] == said_it["id"]
