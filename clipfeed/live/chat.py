@@ -263,7 +263,7 @@ class Room:
                 for message in batch:
                     conn.apply(message)
             skip = conn.skip_ids
-            if skip and any(message_id in skip for message_id in ids):
+            if skip and ids and not skip.isdisjoint(ids):  # C-level: this runs per socket per message
                 # Already in the backlog this socket was sent on joining.
                 keep = [t for t, m in zip(texts, batch, strict=True)
                         if not (m.get("type") == "message" and m.get("id") in skip)]
