@@ -122,7 +122,10 @@ def test_reader_stuck_past_its_queue_is_cut_off_and_rejoins_with_what_it_missed(
     assert [m["text"] for m in watcher.messages()] == expected + ["still here"]
 
 
-@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # uvicorn's legacy protocol, on purpose
+# uvicorn's legacy protocol, on purpose: it warns that it is deprecated (and websockets that its
+# handler signature is).
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.filterwarnings("ignore:The `websockets` implementation is deprecated")
 def test_other_websocket_servers_get_asgi_sends(settings_factory):
     """Under uvicorn's legacy websockets protocol the room finds no protocol to write frames to
     and uses ASGI sends: the same messages, in order, batches as arrays all the same."""
