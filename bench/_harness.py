@@ -21,14 +21,17 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    def __init__(self, data_dir: Path, *, workers: bool, extra_env: dict | None = None):
+    def __init__(self, data_dir: Path, *, workers: bool, extra_env: dict | None = None,
+                 profile_to: str | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "CLIPFEED_DATA_DIR": str(data_dir), "CLIPFEED_PORT": str(self.port),
                "CLIPFEED_HOST": "127.0.0.1",
                "CLIPFEED_RTMP_PORT": "0",  # serve starts the RTMP ingest too: never clash on 1935
                **(extra_env or {})}
-        args = [sys.executable, "-m", "clipfeed.cli", "serve"] + ([] if workers else ["--no-workers"])
+        # profile_to: run the server under cProfile (stats written there when it stops).
+        entry = [str(ROOT / "bench" / "_profiled.py"), profile_to] if profile_to else ["-m", "clipfeed.cli"]
+        args = [sys.executable, *entry, "serve"] + ([] if workers else ["--no-workers"])
         self.log = open(data_dir.parent / f"server-{self.port}.log", "wb")
         self.proc = subprocess.Popen(args, env=env, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 60

@@ -194,12 +194,15 @@ async def run_clients(url: str, tokens: list[str | None], senders: int, interval
         # server, and every microsecond they spend is one the server does not get.
         async for text in ws:
             now = time.time()
+            # A frame may be a JSON array of several messages the server fanned out together.
             at = text.find('"nonce":"t')
             if at >= 0:
-                sent_at = float(text[at + 10:text.index("|", at)])
-                latencies.append(now - sent_at)
-                send_times.append(sent_at)
-                received += 1
+                while at >= 0:
+                    sent_at = float(text[at + 10:text.index("|", at)])
+                    latencies.append(now - sent_at)
+                    send_times.append(sent_at)
+                    received += 1
+                    at = text.find('"nonce":"t', at + 10)
             elif text.startswith('{"type":"error"'):
                 code = json.loads(text).get("code", "?")
                 refused[code] = refused.get(code, 0) + 1
@@ -310,6 +313,10 @@ def run_round(name: str, ws_url: str, sender_tokens: list[str | None], clients: 
         "p50_last": float(np.percentile(thirds[-1], 50)) if len(thirds[-1]) else float("nan"),
         "deliveries_per_s": received / seconds,
         "cpu_cores": ((cpu_after.user + cpu_after.system) - (cpu_before.user + cpu_before.system)) / wall,
+        # Robust to machine load (CPU time, not wall time): what each delivery costs the server.
+        "cpu_us_per_delivery": ((cpu_after.user + cpu_after.system) - (cpu_before.user + cpu_before.system))
+        / max(received, 1) * 1e6,
+        "load_avg": os.getloadavg()[0],
         "rss_mb": rss_after / 2**20, "rss_growth_mb": (rss_joined - rss_before) / 2**20, "connect_s": connect_s,
     }
 
@@ -321,6 +328,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--client-procs", type=int, default=2)
     parser.add_argument("--scale-out", action="store_true", help="PostgreSQL + Redis instead of SQLite")
+    parser.add_argument("--profile", metavar="PATH", help="run clipfeed's server under cProfile, stats to PATH")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the bare websockets round")
     parser.add_argument("--clients-proc", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--baseline-server", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -344,16 +353,18 @@ def main() -> None:
         (workdir / name).mkdir()
 
     # Baseline: the bare websockets fan-out server.
-    port = free_port()
-    baseline = subprocess.Popen([sys.executable, __file__, "--baseline-server", str(port)], stdout=subprocess.PIPE,
-                                text=True)
-    assert baseline.stdout.readline().startswith("READY")
-    try:
-        base = run_round("baseline", f"ws://127.0.0.1:{port}/", ["sender"] * args.senders, args.clients, interval,
-                         args.seconds, args.client_procs, baseline.pid, workdir)
-    finally:
-        baseline.terminate()
-        baseline.wait()
+    base = None
+    if not args.no_baseline:
+        port = free_port()
+        baseline = subprocess.Popen([sys.executable, __file__, "--baseline-server", str(port)],
+                                    stdout=subprocess.PIPE, text=True)
+        assert baseline.stdout.readline().startswith("READY")
+        try:
+            base = run_round("baseline", f"ws://127.0.0.1:{port}/", ["sender"] * args.senders, args.clients,
+                             interval, args.seconds, args.client_procs, baseline.pid, workdir)
+        finally:
+            baseline.terminate()
+            baseline.wait()
 
     env = {"CLIPFEED_RTMP_PORT": str(free_port())}
     if args.scale_out:
@@ -373,7 +384,7 @@ def main() -> None:
                    CLIPFEED_QUEUE_NAME=schema)
     data_dir = workdir / "data"
     data_dir.mkdir()
-    server = ServerProcess(data_dir, workers=False, extra_env=env)
+    server = ServerProcess(data_dir, workers=False, extra_env=env, profile_to=args.profile)
     try:
         owner = register(server.url, "benchowner")
         import httpx
@@ -396,6 +407,9 @@ def main() -> None:
 
     rate = args.senders / interval
     shape = "PostgreSQL + Redis" if args.scale_out else "SQLite, in-process fan-out"
+    if base is None:
+        base = {key: float("nan") if isinstance(value, float) else "-" for key, value in ours.items()}
+
     def cells(key, fmt="{:.1f}"):
         return [fmt.format(ours[key]), fmt.format(base[key])]
 
@@ -414,6 +428,8 @@ def main() -> None:
                     ["p50, last third of the run (ms)", *cells("p50_last")],
                     ["deliveries / s", *cells("deliveries_per_s", "{:.0f}")],
                     ["server CPU while sending (cores)", *cells("cpu_cores", "{:.2f}")],
+                    ["server CPU per delivery (µs)", *cells("cpu_us_per_delivery")],
+                    ["machine load average (1 min, end of round)", *cells("load_avg", "{:.1f}")],
                     ["server RSS at end (MB)", *cells("rss_mb", "{:.0f}")],
                     ["server RSS growth joining (MB)", *cells("rss_growth_mb", "{:.0f}")],
                 ])

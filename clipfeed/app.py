@@ -20,6 +20,7 @@ from clipfeed.events import EventBus
 from clipfeed.jobs import JobQueue
 from clipfeed.ratelimit import RateLimiter
 from clipfeed.storage import build_store
+from clipfeed.live.chat_wire import RawSocketMiddleware
 from clipfeed.web.csp import ContentSecurityPolicyMiddleware
 
 log = logging.getLogger("clipfeed")
@@ -119,6 +120,8 @@ def create_app(settings: Settings | None = None, *, run_workers: bool | None = N
                   docs_url="/api/docs", openapi_url="/api/openapi.json")
     _install_error_handlers(app)
     app.add_middleware(ContentSecurityPolicyMiddleware)
+    # Live chat writes pre-built frames to uvicorn's WebSocket protocol (clipfeed/live/chat_wire.py).
+    app.add_middleware(RawSocketMiddleware)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware, allow_origins=settings.cors_origins, allow_credentials=True,

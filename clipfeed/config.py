@@ -126,8 +126,9 @@ class Settings(BaseSettings):
     live_chat_max_timeout_s: int = 7 * 24 * 3600
     # Words no chat accepts (lower-case, matched as whole words); streamers add their own.
     live_chat_banned_words: list[str] = Field(default_factory=list)
-    # Frames queued for one slow chat client before it is disconnected (the room never waits for it).
-    live_chat_client_queue: int = 256
+    # Chat messages queued for one client that stopped reading (beyond its TCP buffers) before it is
+    # disconnected (1013) to rejoin with ?after=<last id>; the room never waits for it.
+    live_chat_client_queue: int = 1000
 
     # --- Live ingest: RTMP server, LL-HLS packager, playback (clipfeed/live/rtmp, ingest, packager) ---
     # The app runs the RTMP server in its event loop when true. `clipfeed serve` turns it on (unless

@@ -118,7 +118,7 @@ def settings(settings_factory) -> Settings:
 class LiveServer:
     """create_app(settings) served by a real uvicorn on a free loopback port, in a thread."""
 
-    def __init__(self, settings: Settings, *, run_workers: bool = True, store=None):
+    def __init__(self, settings: Settings, *, run_workers: bool = True, store=None, ws: str = "auto"):
         self.settings = settings
         self.app = create_app(settings, run_workers=run_workers, store=store)
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -126,7 +126,7 @@ class LiveServer:
         self.sock.bind(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(self.app, log_level="warning", lifespan="on", timeout_graceful_shutdown=2)
+        config = uvicorn.Config(self.app, log_level="warning", lifespan="on", timeout_graceful_shutdown=2, ws=ws)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
 

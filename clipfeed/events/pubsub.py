@@ -53,6 +53,17 @@ class Subscription:
         except RuntimeError:  # the subscriber's loop is closed
             pass
 
+    def drain(self, limit: int) -> list[dict]:
+        """Up to `limit` messages that are already queued, without waiting (a reader that fell
+        behind takes them in one go)."""
+        items: list[dict] = []
+        while len(items) < limit:
+            try:
+                items.append(self._queue.get_nowait())
+            except asyncio.QueueEmpty:
+                break
+        return items
+
     async def get(self, timeout: float) -> dict | None:
         """The next message, or None after `timeout` seconds."""
         try:

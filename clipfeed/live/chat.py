@@ -9,13 +9,16 @@ nonce?}. A bad frame only ever costs its sender an error frame.
 
 Fan-out: every accepted message or event is published once on the stream's channel
 (``events.pubsub``: in-process broker embedded, Redis pub/sub at scale). Each server process
-keeps one room per stream with one subscription; the room serializes each message once and
-writes the text to every local socket itself (a write completes at once unless the socket's
-buffers are full, so there is no task switch per socket). A socket that is busy (its own writer is
-sending an error frame or a backlog) gets the text in its bounded queue instead, in order; a socket
-whose buffers stay full for DIRECT_SEND_S is switched to its queue; one whose queue overflows is
-disconnected (1013) - a client that far behind rejoins with the backlog. The room never waits
-for a slow client longer than DIRECT_SEND_S, once.
+keeps one room per stream with one subscription. The room takes the next message plus whatever
+else arrived while it was busy (no added delay when it keeps up), serializes them once, builds one
+WebSocket frame (a JSON object, or an array of objects in order) and writes the same bytes to every
+socket's transport (``chat_wire``: no ASGI layers, no per-socket compression; the ASGI path is
+kept for other servers). A socket that cannot take it now (its own writer is sending an error
+frame or a backlog, or its buffers are above the high-water mark) gets the messages in its queue
+instead, in order; its writer sends everything queued as one frame when it can. A socket whose
+queue passes ``live_chat_client_queue`` messages is closed (1013) behind what it has not read; the
+client rejoins with ``?after=<last message id>`` and gets what it missed from the table. The room
+never waits for a slow client.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from clipfeed.deps import SESSION_COOKIE
 from clipfeed.errors import NotFound
 from clipfeed.events.pubsub import live_channels
 from clipfeed.live import chat_service as cs
+from clipfeed.live import chat_wire
 from clipfeed.live import service as live
 
 log = logging.getLogger("clipfeed.live.chat")
@@ -43,7 +47,14 @@ router = APIRouter(tags=["live chat"])
 
 MAX_FRAME_CHARS = 8192
 _SHUTDOWN = None
-DIRECT_SEND_S = 0.05  # longest the room waits on one socket's full buffers
+DIRECT_SEND_S = 0.05  # longest the room waits on one socket's full buffers (ASGI path)
+# Messages per frame at most (a room, or a reader, that fell behind): <= ~45 KB even with the
+# longest messages, below the transport's 64 KB high-water mark (one frame alone never makes a
+# reading client look stuck) and far below clients' message size limits (websockets: 1 MiB).
+MAX_BATCH = 64
+REJOIN_MAX_MESSAGES = 2000  # what a client rejoining with ?after= gets at most (~0.6 MB)
+CLOSE_GRACE_S = 10.0  # a client cut off for not reading has this long to read the rest and leave
+SEND_BUFFER_BYTES = 64 * 1024  # kernel send buffer per chat socket (see chat_wire.limit_send_buffer)
 SAVE_DELAY_S = 0.05  # accepted messages reach the database in batches at most this late
 
 
@@ -51,28 +62,52 @@ def _dumps(message: dict) -> str:
     return json.dumps(message, ensure_ascii=False, separators=(",", ":"))
 
 
+def _batch_text(texts: list[str]) -> str:
+    """One message is sent as its JSON object; several as a JSON array of them, in order."""
+    return texts[0] if len(texts) == 1 else "[" + ",".join(texts) + "]"
+
+
 class Connection:
-    def __init__(self, ws: WebSocket, chatter: cs.Chatter | None, viewer_key: str, queue_size: int):
+    def __init__(self, ws: WebSocket, chatter: cs.Chatter | None, viewer_key: str, limit: int):
         self.ws = ws
+        # uvicorn's protocol when the room may write pre-built frames to it (chat_wire), else None.
+        self.protocol = chat_wire.protocol_of(ws.scope)
         self.chatter = chatter
         self.viewer_key = viewer_key
-        self.queue: asyncio.Queue[str | None] = asyncio.Queue(maxsize=queue_size)
+        # What the writer task still has to send, in order: a control frame's text (str), a list
+        # of chat message texts (merged with its neighbours into one frame when sent), or
+        # _SHUTDOWN. Bounded by `limit` chat messages.
+        self.pending: deque[str | list[str] | None] = deque()
+        self.pending_messages = 0
+        self.limit = limit
+        self.wake = asyncio.Event()
         self.skip_ids: set[str] = set()
         self.writer: asyncio.Task | None = None
         self.dropped = False
         self.sending = False
 
-    def offer(self, text: str) -> None:
+    def offer(self, item: str | list[str] | None) -> None:
         if self.dropped:
             return
-        try:
-            self.queue.put_nowait(text)
-        except asyncio.QueueFull:
-            # The client reads slower than the room talks: cut it loose, never wait for it.
-            self.dropped = True
-            if self.writer is not None:
-                self.writer.cancel()
-            asyncio.get_running_loop().create_task(self._close(1013, "too slow"))
+        if isinstance(item, list):
+            self.pending_messages += len(item)
+            if self.pending_messages > self.limit:
+                self._overflow()
+                return
+        self.pending.append(item)
+        self.wake.set()
+
+    def _overflow(self) -> None:
+        """The client has not read `limit` messages (beyond what its TCP buffers hold): it is
+        gone or stuck. Never wait for it and never skip messages silently: disconnect it (1013);
+        the page rejoins with ?after=<last message id> and gets what it missed from the table."""
+        self.dropped = True
+        self.pending.clear()
+        self.pending_messages = 0
+        if self.writer is not None:
+            self.writer.cancel()
+        log.info("chat client %s cut off: %d messages behind", self.viewer_key[:12], self.limit)
+        asyncio.get_running_loop().create_task(self._close(1013, "too slow; rejoin"))
 
     def error(self, exc: cs.ChatRefused, nonce: str | None = None) -> None:
         frame = {"type": "error", "code": exc.code, "message": exc.message}
@@ -83,17 +118,36 @@ class Connection:
         self.offer(_dumps(frame))
 
     async def _close(self, code: int, reason: str) -> None:
+        protocol = self.protocol
+        if protocol is not None and not protocol.writable.is_set():
+            chat_wire.close_behind(protocol, code, reason, grace_s=CLOSE_GRACE_S)
+            return
         try:
             if self.ws.application_state == WebSocketState.CONNECTED:
-                await self.ws.close(code=code, reason=reason)
-        except Exception:  # noqa: BLE001 - already gone
-            pass
+                async with asyncio.timeout(CLOSE_GRACE_S):
+                    await self.ws.close(code=code, reason=reason)
+        except Exception:  # noqa: BLE001 - already gone, or not reading at all
+            chat_wire.abort(protocol)
 
     async def write_loop(self) -> None:
+        pending = self.pending
         while True:
-            text = await self.queue.get()
-            if text is _SHUTDOWN:
+            while not pending:
+                self.wake.clear()
+                await self.wake.wait()
+            item = pending.popleft()
+            if item is _SHUTDOWN:
                 return
+            if isinstance(item, list):
+                # Everything queued behind it goes out in the same frame: a reader that fell
+                # behind catches up in one send, not one per message.
+                texts = list(item)
+                while pending and isinstance(pending[0], list) and len(texts) + len(pending[0]) <= MAX_BATCH:
+                    texts.extend(pending.popleft())
+                self.pending_messages -= len(texts)
+                text = _batch_text(texts)
+            else:
+                text = item
             self.sending = True
             try:
                 await self.ws.send_text(text)
@@ -102,21 +156,21 @@ class Connection:
 
     def idle(self) -> bool:
         """Nothing queued or being written: the room may write to this socket itself."""
-        return self.writer is not None and not self.sending and not self.dropped and self.queue.empty()
+        return self.writer is not None and not self.sending and not self.dropped and not self.pending
 
-    async def send_now(self, text: str) -> None:
-        """Write from the room's own task (no task switch per socket). The write completes at once
-        unless the socket's buffers are full; if they stay full for DIRECT_SEND_S the text goes to
-        the socket's queue and its writer task carries on (the room moves on at once; a queue that
-        overflows disconnects the client). uvicorn's WebSocket protocol waits for writability
-        before it writes anything, so a timed-out write wrote nothing and nothing is doubled."""
+    async def send_now(self, text: str, texts: list[str]) -> None:
+        """The ASGI path, for servers other than uvicorn's sans-I/O protocol: write from the
+        room's own task (no task switch per socket). The write completes at once unless the
+        socket's buffers are full; if they stay full for DIRECT_SEND_S the messages go to the
+        socket's queue and its writer task carries on. uvicorn's WebSocket protocols wait for
+        writability before they write anything, so a timed-out write wrote nothing."""
         self.sending = True
         try:
             async with asyncio.timeout(DIRECT_SEND_S):
                 await self.ws.send_text(text)
         except TimeoutError:
             self.sending = False
-            self.offer(text)
+            self.offer(texts)
         except Exception:  # noqa: BLE001 - the client is gone; its reader loop cleans up
             self.dropped = True
         finally:
@@ -162,8 +216,14 @@ class Room:
                 self.ready.set()
                 while True:
                     message = await sub.get(timeout=3600)
-                    if message is not None and message.get("type") != "_probe":
-                        await self._deliver(message)
+                    if message is None:
+                        continue
+                    # Whatever else arrived meanwhile (while the last fan-out ran) goes out with
+                    # it as one frame: no added delay when the room keeps up, fewer writes per
+                    # message when it does not.
+                    batch = [m for m in (message, *sub.drain(MAX_BATCH - 1)) if m.get("type") != "_probe"]
+                    if batch:
+                        await self._deliver(batch)
         except asyncio.CancelledError:
             raise
         except Exception:  # noqa: BLE001
@@ -183,22 +243,45 @@ class Room:
                 if message == probe:
                     return
                 if message is not None and message.get("type") != "_probe":
-                    await self._deliver(message)
+                    await self._deliver([message])
         log.warning("chat room %s: subscription not confirmed; continuing", self.stream_id)
 
-    async def _deliver(self, message: dict) -> None:
-        self._apply(message)
-        text = _dumps(message)
-        is_chat = message.get("type") == "message"
-        message_id = message.get("id")
+    async def _deliver(self, batch: list[dict]) -> None:
+        """Serialize once, frame once, write the same bytes to every socket that can take them now;
+        the others get the messages in their queue (in order, merged when they are sent)."""
+        events = False
+        for message in batch:
+            self._apply(message)
+            events = events or message.get("type") != "message"
+        texts = [_dumps(message) for message in batch]
+        ids = [message["id"] for message in batch if message.get("type") == "message"]
+        text = _batch_text(texts)
+        frame = chat_wire.text_frame(text)
+        asgi_only: list[Connection] = []
         for conn in list(self.connections):
-            if is_chat and message_id in conn.skip_ids:
+            if events:
+                for message in batch:
+                    conn.apply(message)
+            skip = conn.skip_ids
+            if skip and ids and not skip.isdisjoint(ids):  # C-level: this runs per socket per message
+                # Already in the backlog this socket was sent on joining.
+                keep = [t for t, m in zip(texts, batch, strict=True)
+                        if not (m.get("type") == "message" and m.get("id") in skip)]
+                if keep:
+                    conn.offer(keep)
                 continue
-            conn.apply(message)
             if conn.idle():
-                await conn.send_now(text)
+                if conn.protocol is None:
+                    asgi_only.append(conn)
+                    continue
+                if chat_wire.write(conn.protocol, frame):
+                    continue
+            conn.offer(texts)
+        for conn in asgi_only:
+            if conn.idle():
+                await conn.send_now(text, texts)
             else:
-                conn.offer(text)
+                conn.offer(texts)
 
     def _apply(self, message: dict) -> None:
         state, kind = self.state, message.get("type")
@@ -264,7 +347,17 @@ class Room:
             self._presence.cancel()
 
     async def publish(self, message: dict) -> None:
-        await self.channels.publish(self.channel, message)
+        redis = _publisher(self.app)
+        if redis is None:
+            await self.channels.publish(self.channel, message)
+            return
+        # At scale, on this loop's own Redis client: events.pubsub publishes through a
+        # synchronous client on a worker thread (any thread may publish there), a thread hop per
+        # message on the delivery path. Same channel and JSON as events.pubsub; best effort like it.
+        try:
+            await redis.publish(self.channel, json.dumps(message, separators=(",", ":")))
+        except Exception:  # noqa: BLE001 - the message is saved; only live delivery missed it
+            log.warning("chat publish on %s failed", self.channel, exc_info=True)
 
 
 def _rooms(app) -> dict[str, Room]:
@@ -272,6 +365,19 @@ def _rooms(app) -> dict[str, Room]:
     if rooms is None:
         rooms = app.state.live_rooms = {}
     return rooms
+
+
+def _publisher(app):
+    """The app's async Redis client for chat publishes, None when embedded."""
+    settings = app.state.settings
+    if not settings.redis_url:
+        return None
+    client = getattr(app.state, "live_chat_redis", None)
+    if client is None:
+        import redis.asyncio as redis_asyncio
+
+        client = app.state.live_chat_redis = redis_asyncio.Redis.from_url(settings.redis_url)
+    return client
 
 
 def _flood(app) -> cs.FloodControl:
@@ -312,7 +418,7 @@ async def chat_socket(ws: WebSocket, stream_id: str):
     app = ws.app
     settings, db = app.state.settings, app.state.db
     token = _ws_token(ws, settings)
-    stream = state = chatter = None
+    stream = state = chatter = running = None
     user = None
     async with db.transaction() as session:
         if token:
@@ -322,7 +428,10 @@ async def chat_socket(ws: WebSocket, stream_id: str):
         except NotFound:
             stream = None
         if stream is not None:
-            state = await cs.load_room(session, settings, stream)
+            # A room already running in this process holds the state, kept current by its
+            # subscription: 1,000 viewers joining do not each reload moderators and emotes.
+            running = _rooms(app).get(stream_id)
+            state = running.state if running is not None else await cs.load_room(session, settings, stream)
             chatter = await cs.load_chatter(session, state, user) if user is not None else None
     await ws.accept()
     if stream is None:
@@ -333,30 +442,22 @@ async def chat_socket(ws: WebSocket, stream_id: str):
     rooms = _rooms(app)
     room = rooms.get(stream_id)
     if room is None:
+        if running is not None:  # that room closed meanwhile: its state stopped following events
+            async with db.transaction() as session:
+                state = await cs.load_room(session, settings, stream)
         room = rooms[stream_id] = Room(app, stream_id, state)
     client_ip = ws.client.host if ws.client else None
     viewer_key = live.viewer_key_for(user.id if user else None, client_ip, ws.headers.get("user-agent"))
     conn = Connection(ws, chatter, viewer_key, settings.live_chat_client_queue)
+    if conn.protocol is not None:
+        chat_wire.limit_send_buffer(conn.protocol, SEND_BUFFER_BYTES)
     room.add(conn)
     try:
         await room.ready.wait()
         await room.saved()
-        async with db.transaction() as session:
-            frames = await cs.backlog(session, stream_id, settings.live_chat_backlog)
-        conn.skip_ids = {frame["id"] for frame in frames}
-        room_state = room.state
-        you = None
-        if chatter is not None:
-            you = {"id": chatter.user_id, "handle": chatter.handle, "badges": cs.badges(room_state, chatter),
-                   "moderator": cs.is_moderator(room_state, chatter.user_id)}
-        hello = {"type": "hello", "stream_id": stream_id, "status": room_state.status,
-                 "slow_mode_s": room_state.slow_mode_s, "you": you,
-                 "limits": {"messages": settings.live_chat_rate, "window_s": settings.live_chat_window_s,
-                            "max_chars": settings.live_chat_max_chars},
-                 "emotes": [{"name": n, "emoji": e} for n, e in cs.GLOBAL_EMOTES.items()]
-                 + [{"name": n, "url": u} for n, u in room_state.emotes.items()]}
-        await ws.send_text(_dumps(hello))
-        await ws.send_text(_dumps({"type": "backlog", "messages": frames}))
+        await _greet(ws, room, conn, stream_id)
+        # The coroutine lives as long as the connection: do not keep what only the join needed.
+        stream = user = None
         conn.writer = asyncio.get_running_loop().create_task(conn.write_loop())
         await live.note_viewer(stream_id, viewer_key, settings)
         await _read_loop(app, room, conn)
@@ -367,6 +468,36 @@ async def chat_socket(ws: WebSocket, stream_id: str):
         room.remove(conn)
         if conn.writer is not None:
             conn.writer.cancel()
+
+
+async def _greet(ws: WebSocket, room: Room, conn: Connection, stream_id: str) -> None:
+    """Send hello and the backlog. A function of its own so the backlog's message dicts (~1.5 KB
+    each, 50 of them) are freed once sent instead of living in the socket's coroutine for as long
+    as the viewer stays (~75 KB per viewer, 75 MB for a room of 1,000)."""
+    settings, db, chatter = ws.app.state.settings, ws.app.state.db, conn.chatter
+    # ?after=<message id>: a client rejoining (e.g. after it was cut off for reading too slowly)
+    # gets what it missed, up to REJOIN_MAX_MESSAGES.
+    after = ws.query_params.get("after")
+    after = after if after and len(after) <= 32 and after.isalnum() else None
+    async with db.transaction() as session:
+        if after is None:
+            frames = await cs.backlog(session, stream_id, settings.live_chat_backlog)
+        else:
+            frames = await cs.backlog(session, stream_id, REJOIN_MAX_MESSAGES, after=after)
+    conn.skip_ids = {frame["id"] for frame in frames}
+    room_state = room.state
+    you = None
+    if chatter is not None:
+        you = {"id": chatter.user_id, "handle": chatter.handle, "badges": cs.badges(room_state, chatter),
+               "moderator": cs.is_moderator(room_state, chatter.user_id)}
+    hello = {"type": "hello", "stream_id": stream_id, "status": room_state.status,
+             "slow_mode_s": room_state.slow_mode_s, "you": you,
+             "limits": {"messages": settings.live_chat_rate, "window_s": settings.live_chat_window_s,
+                        "max_chars": settings.live_chat_max_chars},
+             "emotes": [{"name": n, "emoji": e} for n, e in cs.GLOBAL_EMOTES.items()]
+             + [{"name": n, "url": u} for n, u in room_state.emotes.items()]}
+    await ws.send_text(_dumps(hello))
+    await ws.send_text(_dumps({"type": "backlog", "messages": frames}))
 
 
 async def _read_loop(app, room: Room, conn: Connection) -> None:

@@ -213,10 +213,14 @@ async def store_messages(session: AsyncSession, frames: list[dict]) -> None:
     await session.flush()
 
 
-async def backlog(session: AsyncSession, stream_id: str, limit: int) -> list[dict]:
-    rows = (await session.scalars(select(ChatMessage.frame).where(
-        ChatMessage.stream_id == stream_id, ChatMessage.deleted.is_(False))
-        .order_by(ChatMessage.id.desc()).limit(limit))).all()
+async def backlog(session: AsyncSession, stream_id: str, limit: int, after: str | None = None) -> list[dict]:
+    """The last `limit` messages; with `after` (a message id the client saw last: it is
+    rejoining), the first `limit` messages after it, oldest first either way."""
+    query = select(ChatMessage.frame).where(ChatMessage.stream_id == stream_id, ChatMessage.deleted.is_(False))
+    if after is not None:
+        rows = (await session.scalars(query.where(ChatMessage.id > after).order_by(ChatMessage.id).limit(limit))).all()
+        return list(rows)
+    rows = (await session.scalars(query.order_by(ChatMessage.id.desc()).limit(limit))).all()
     return list(reversed(rows))
 
 

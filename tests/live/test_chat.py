@@ -27,6 +27,8 @@ class Chat:
             url += f"?token={token}"
         self.ws = connect(url, open_timeout=10, max_size=2**22).__enter__()
         self.frames: list[dict] = []
+        self.queued: list[dict] = []
+        self.frame_sizes: list[int] = []  # objects per WebSocket frame received
         self.hello = self.wait_for(lambda f: f["type"] == "hello")
         self.backlog = self.wait_for(lambda f: f["type"] == "backlog")["messages"]
 
@@ -42,7 +44,13 @@ class Chat:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise AssertionError(f"no matching frame within {timeout}s; got {self.frames[-5:]}")
-            frame = json.loads(self.ws.recv(timeout=remaining))
+            # One WebSocket frame carries one JSON object, or an array of them in order (messages
+            # the room fanned out together): keep them one by one, as the page does.
+            if not self.queued:
+                data = json.loads(self.ws.recv(timeout=remaining))
+                self.frame_sizes.append(len(data) if isinstance(data, list) else 1)
+                self.queued.extend(data if isinstance(data, list) else [data])
+            frame = self.queued.pop(0)
             self.frames.append(frame)
             if predicate(frame):
                 return frame
@@ -96,7 +104,7 @@ def test_anyone_reads_only_signed_in_users_write(room):
     # A stream nobody may see: an error frame and a close, like an unknown one.
     gone = Chat.__new__(Chat)
     url = str(room["http"].base_url).replace("http://", "ws://") + "/api/v1/live/nosuchstream/chat"
-    gone.ws, gone.frames = connect(url, open_timeout=10).__enter__(), []
+    gone.ws, gone.frames, gone.queued, gone.frame_sizes = connect(url, open_timeout=10).__enter__(), [], [], []
     assert gone.wait_for(lambda f: f["type"] == "error")["code"] == "not_found"
     gone.close()
 

@@ -72,6 +72,14 @@ def test_live_page_chat_in_chromium(live_server, client):
                 line = page.locator("#chat-log li").last
                 assert line.locator(".badge").inner_text() == "streamer"
                 assert "\U0001f44b" in line.inner_text()
+                # Fan-out frames are written uncompressed (RSV1 clear) although Chromium negotiated
+                # permessage-deflate, and several may share one frame as a JSON array: a burst
+                # renders in order.
+                for word in ("one", "two", "three"):
+                    streamer.say(f"burst {word}")
+                page.wait_for_function("() => document.getElementById('chat-log').textContent.includes('burst three')")
+                texts = page.locator("#chat-log li").all_inner_texts()
+                assert [t.split("burst ")[-1] for t in texts if "burst " in t] == ["one", "two", "three"], texts
                 page.fill("#chat-text", "hello from chromium <b>not bold</b>")
                 page.click("#chat-form button")
                 streamer.wait_for(said("hello from chromium <b>not bold</b>"))

@@ -7,6 +7,7 @@ const streamId = $("live").dataset.streamId || "";
 const log = $("chat-log");
 let socket = null;
 let playing = false;
+let lastId = null; // the newest message seen: a rejoin asks for what came after it
 
 function line(node) {
   const nearBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 40;
@@ -23,6 +24,7 @@ function system(text) {
 }
 
 function renderMessage(frame) {
+  if (lastId === null || frame.id > lastId) lastId = frame.id;
   const li = document.createElement("li");
   li.dataset.id = frame.id;
   for (const badge of frame.badges || []) {
@@ -68,9 +70,15 @@ function onFrame(frame) {
 
 function connectChat() {
   const scheme = location.protocol === "https:" ? "wss" : "ws";
-  socket = new WebSocket(`${scheme}://${location.host}/api/v1/live/${encodeURIComponent(streamId)}/chat`);
+  const after = lastId ? `?after=${encodeURIComponent(lastId)}` : "";
+  socket = new WebSocket(`${scheme}://${location.host}/api/v1/live/${encodeURIComponent(streamId)}/chat${after}`);
   socket.addEventListener("message", (event) => {
-    try { onFrame(JSON.parse(event.data)); } catch (_) { /* ignore a bad frame */ }
+    let data;
+    try { data = JSON.parse(event.data); } catch (_) { return; /* ignore a bad frame */ }
+    // Messages the room fanned out together arrive as one array, in order.
+    for (const frame of Array.isArray(data) ? data : [data]) {
+      try { onFrame(frame); } catch (_) { /* one bad frame never stops the others */ }
+    }
   });
   socket.addEventListener("close", (event) => {
     if (event.code !== 4404) setTimeout(connectChat, 2000);
