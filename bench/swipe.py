@@ -32,6 +32,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench._harness import ServerProcess, print_table, register  # noqa: E402
+from clipfeed.accounts.models import User  # noqa: E402
 from clipfeed.config import Settings  # noqa: E402
 from clipfeed.db import Database, utcnow  # noqa: E402
 import clipfeed.db.models  # noqa: E402,F401 (every table, for the foreign keys)
@@ -74,8 +75,10 @@ def upload_source(server: ServerProcess, tmp: Path) -> tuple[str, dict]:
             time.sleep(0.5)
 
 
-def clone_videos(data_dir: Path, source_id: str, count: int) -> list[str]:
-    """Copy the processed video's blobs and row under `count` new ids."""
+def clone_videos(data_dir: Path, source_id: str, count: int, creators: int = 10) -> list[str]:
+    """Copy the processed video's blobs and row under `count` new ids, spread over `creators`
+    users: For You never shows one creator more than twice in ten, so one owner would end the
+    feed after two videos."""
     settings = Settings(data_dir=data_dir)
     blobs = data_dir / "blobs" / "videos"
 
@@ -85,8 +88,14 @@ def clone_videos(data_dir: Path, source_id: str, count: int) -> list[str]:
         try:
             async with db.transaction() as session:
                 source = await session.get(Video, source_id)
+                owners = [source.owner_id]
+                for i in range(1, creators):
+                    user = User(handle=f"swipecreator{i}", display_name=f"Creator {i}", password_hash="!")
+                    session.add(user)
+                    await session.flush()
+                    owners.append(user.id)
                 for i in range(count):
-                    video = Video(owner_id=source.owner_id, status="ready", visibility="public",
+                    video = Video(owner_id=owners[i % len(owners)], status="ready", visibility="public",
                                   caption=f"bench clip {i} #bench", duration_ms=source.duration_ms,
                                   width=source.width, height=source.height, fps=source.fps, progress=100.0,
                                   renditions=source.renditions, artifacts=source.artifacts, features={},
@@ -236,6 +245,15 @@ def main() -> None:
                 ["t (s)", "JS heap MB", "media MB (est.)", "total MB", "<video> elements", "DOM nodes"],
                 [[f"{t:.0f}", f"{m['heap'] / 1e6:.1f}", f"{m['media'] / 1e6:.1f}", f"{total:.1f}", m["videos"],
                   int(m["nodes"])] for t, total, m in _thinned(totals, 12)])
+    def at(seconds: float):
+        """The sample closest to `seconds` into the soak."""
+        return min(totals, key=lambda row: abs(row[0] - seconds))
+
+    milestones = [("start", at(0)), ("after 2 min", at(120)), ("end", totals[-1])]
+    print_table("swipe: JS heap + media at start / after 2 min / end of the soak",
+                ["when", "t (s)", "JS heap MB", "media MB (est.)", "total MB", "ratio to 2 min"],
+                [[name, f"{t:.0f}", f"{m['heap'] / 1e6:.1f}", f"{m['media'] / 1e6:.1f}", f"{total:.1f}",
+                  f"{total / max(milestones[1][1][1], 0.1):.2f}x"] for name, (t, total, m) in milestones])
     print_table("swipe: summary", ["measure", "result", "goal", "met"],
                 [["first frame p50 / p95 (preload)", f"{p50_on:.0f} / {p95_on:.0f} ms", f"<= {GOAL_FIRST_FRAME_MS} ms",
                   "yes" if p50_on <= GOAL_FIRST_FRAME_MS else "no"],
