@@ -239,7 +239,10 @@ def test_reload_mid_upload_resumes_from_the_server_offset(live_server, client, c
     page.route("**/api/v1/uploads/*", hold_second_patch)
     page.set_input_files("#upload-file", str(clips["big"]))
     page.fill("#upload-caption", "resumable #big")
-    page.click("#upload-start")
+    # The second chunk's PATCH being sent means the server answered the first: its offset is
+    # then 8 MB for sure (progress alone moves while the first chunk is still in flight).
+    with page.expect_request(lambda r: r.method == "PATCH" and int(r.headers.get("upload-offset", "0")) >= 8 * 1024 * 1024):
+        page.click("#upload-start")
     page.wait_for_function("() => { const v = document.getElementById('upload-progress').value; return v > 0 && v < 100; }")
     tab.shot("upload-mid")
     progress_before = page.evaluate("document.getElementById('upload-progress').value")
