@@ -306,8 +306,22 @@ def test_live_badge_search_as_you_type_and_analytics_charts(live_server, client,
     # A follow by someone else arrives over SSE and lights the badge without a reload.
     tab.context.add_cookies([{"name": "clipfeed_session", "value": feed.owners[owner_id]["token"],
                               "url": live_server.url}])
+    # Views today: two of one video, one of the owner's other video; the charts draw the API's
+    # per-day series (today is the last of 30 bars).
+    other_video = next(v for v in feed[1:] if client.get(f"/api/v1/videos/{v}").json()["owner_id"] == owner_id)
+    for video_id in (feed[0], feed[0], other_video):
+        assert client.post(f"/api/v1/videos/{video_id}/view", json={"watch_ms": 2000}).status_code == 200
     page = tab.goto("/analytics")
     page.wait_for_selector("svg.chart")
+    overall = page.locator("svg.views-over-time rect.bar-rect")
+    assert overall.count() == 30 and overall.last.get_attribute("data-value") == "3"
+    series = client.get("/api/v1/me/analytics", headers=feed.owners[owner_id]["headers"]).json()["views_by_day"]
+    assert overall.last.get_attribute("data-key") == series[-1]["date"]
+    page.select_option("#analytics-video", feed[0])
+    page.wait_for_function("""() => { const box = document.querySelector('.analytics-video');
+        return box.textContent.includes('clip 0 #seeded') && box.querySelectorAll('svg.chart').length === 2; }""")
+    per_video = page.locator(".analytics-video svg.chart").first.locator("rect.bar-rect")
+    assert per_video.count() == 30 and per_video.last.get_attribute("data-value") == "2"
     page.wait_for_function("() => document.querySelector('.nav-item.inbox .badge') !== null")
     before = page.evaluate("Number(document.querySelector('.badge').textContent || 0)")
     followed = client.post(f"/api/v1/users/{owner_id}/follow", headers=fan["headers"])
