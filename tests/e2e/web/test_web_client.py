@@ -166,6 +166,14 @@ def test_signup_upload_watch_profile_like_comment_follow(live_server, client, cl
     assert tab.csp_violations() == [], tab.errors
 
 
+def _pager_state(page) -> list[dict]:
+    """What the pager holds, for a failure message."""
+    return page.evaluate("""() => [...document.querySelectorAll('.pager .card')].map(c => {
+        const v = c.querySelector('video');
+        return {id: c.dataset.id, hidden: c.getAttribute('aria-hidden'), t: v && v.currentTime, paused: v && v.paused,
+                ready: v && v.readyState, w: v && v.videoWidth, err: c.querySelector('.card-error').textContent}; })""")
+
+
 def _swipe_up(page, cdp) -> None:
     """A real touch gesture through the Chrome DevTools Protocol (Playwright has only tap)."""
     for kind, y in (("touchStart", 600), ("touchMove", 450), ("touchMove", 300), ("touchEnd", None)):
@@ -193,8 +201,12 @@ def test_swiping_ten_feed_videos_each_plays_with_at_most_three_video_elements(li
             page.mouse.wheel(0, 120)
         else:
             page.keyboard.press("ArrowDown")
-        page.wait_for_function(f"seen => {{ const id = ({CURRENT_PLAYS})(); return id && !seen.includes(id) && id; }}",
-                               arg=seen)
+        try:
+            page.wait_for_function(f"seen => {{ const id = ({CURRENT_PLAYS})(); return id && !seen.includes(id) && id; }}",
+                                   arg=seen)
+        except Exception:
+            raise AssertionError(f"step {step}: no new video played; seen {seen}; {_pager_state(page)}; "
+                                 f"errors {tab.errors[-5:]}") from None
         seen.append(page.evaluate("document.querySelector('.card[aria-hidden=\"false\"]').dataset.id"))
         max_videos = max(max_videos, page.evaluate("document.querySelectorAll('video').length"))
         if step == 4:

@@ -375,6 +375,13 @@ def test_drop_a_file_then_pause_and_resume_the_upload(live_server, client, big_c
     tab = tabs(token=viewer["token"], mobile=False)
     page = tab.goto("/upload")
     page.wait_for_selector(".dropzone")
+    # Keyboard: Tab reaches the (visually hidden) file input and the drop zone shows the focus.
+    for _ in range(4):
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement.id") == "upload-file":
+            break
+    assert page.evaluate("document.activeElement.id") == "upload-file"
+    assert page.evaluate("getComputedStyle(document.querySelector('.dropzone')).outlineStyle") == "solid"
     # The file comes from disk through a routed URL, then is dropped as a real DataTransfer.
     page.route("**/__test-drop/**", lambda route: route.fulfill(path=str(big_clip), content_type="video/mp4"))
     dropped = page.evaluate(DROP, ["/__test-drop/clip", big_clip.name])
