@@ -113,6 +113,25 @@ def clone_videos(data_dir: Path, source_id: str, count: int, creators: int = 10)
     return ids
 
 
+def chromium_pss() -> dict:
+    """Proportional set size of the Chromium processes under this one, in total and by process
+    type (browser, renderer, gpu-process, utility: the network and audio services, ...): what
+    the page cannot see itself, decoders and media buffers included. PSS splits shared pages
+    between processes, so the sums do not count them twice."""
+    import psutil
+
+    by_type: dict[str, int] = {}
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            if "chrom" not in proc.name():
+                continue
+            kind = next((arg.split("=", 1)[1] for arg in proc.cmdline() if arg.startswith("--type=")), "browser")
+            by_type[kind] = by_type.get(kind, 0) + proc.memory_full_info().pss
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return {"total": sum(by_type.values()), **by_type}
+
+
 def _thinned(rows: list, count: int) -> list:
     """About `count` rows spread over the run, always ending with the last."""
     picked = rows[:: max(1, len(rows) // count)]
@@ -168,7 +187,7 @@ class Session:
         metrics = {m["name"]: m["value"] for m in self.cdp.send("Performance.getMetrics")["metrics"]}
         media = self.page.evaluate("window.__clipfeed.mediaBytes()")
         return {"heap": metrics.get("JSHeapUsedSize", 0), "media": media["bytes"], "videos": media["elements"],
-                "nodes": metrics.get("Nodes", 0)}
+                "nodes": metrics.get("Nodes", 0), "chromium": chromium_pss()}
 
     def close(self) -> None:
         self.context.close()
@@ -242,18 +261,24 @@ def main() -> None:
                  ["bytes fetched per video", f"{results[True]['bytes_per_video'] / 1e3:.0f} kB",
                   f"{results[False]['bytes_per_video'] / 1e3:.0f} kB", "", "reported"]])
     print_table(f"swipe: memory while swiping for {args.minutes:g} min ({swipes} swipes, {args.dwell:g} s per video)",
-                ["t (s)", "JS heap MB", "media MB (est.)", "total MB", "<video> elements", "DOM nodes"],
+                ["t (s)", "JS heap MB", "media MB (est.)", "total MB", "<video> elements", "DOM nodes",
+                 "Chromium PSS MB (renderer)"],
                 [[f"{t:.0f}", f"{m['heap'] / 1e6:.1f}", f"{m['media'] / 1e6:.1f}", f"{total:.1f}", m["videos"],
-                  int(m["nodes"])] for t, total, m in _thinned(totals, 12)])
+                  int(m["nodes"]), f"{m['chromium']['total'] / 1e6:.0f} ({m['chromium'].get('renderer', 0) / 1e6:.0f})"]
+                 for t, total, m in _thinned(totals, 12)])
     def at(seconds: float):
         """The sample closest to `seconds` into the soak."""
         return min(totals, key=lambda row: abs(row[0] - seconds))
 
     milestones = [("start", at(0)), ("after 2 min", at(120)), ("end", totals[-1])]
     print_table("swipe: JS heap + media at start / after 2 min / end of the soak",
-                ["when", "t (s)", "JS heap MB", "media MB (est.)", "total MB", "ratio to 2 min"],
+                ["when", "t (s)", "JS heap MB", "media MB (est.)", "total MB", "ratio to 2 min",
+                 "Chromium PSS MB (renderer)", "PSS ratio to 2 min"],
                 [[name, f"{t:.0f}", f"{m['heap'] / 1e6:.1f}", f"{m['media'] / 1e6:.1f}", f"{total:.1f}",
-                  f"{total / max(milestones[1][1][1], 0.1):.2f}x"] for name, (t, total, m) in milestones])
+                  f"{total / max(milestones[1][1][1], 0.1):.2f}x",
+                  f"{m['chromium']['total'] / 1e6:.0f} ({m['chromium'].get('renderer', 0) / 1e6:.0f})",
+                  f"{m['chromium']['total'] / max(milestones[1][1][2]['chromium']['total'], 1):.2f}x"]
+                 for name, (t, total, m) in milestones])
     print_table("swipe: summary", ["measure", "result", "goal", "met"],
                 [["first frame p50 / p95 (preload)", f"{p50_on:.0f} / {p95_on:.0f} ms", f"<= {GOAL_FIRST_FRAME_MS} ms",
                   "yes" if p50_on <= GOAL_FIRST_FRAME_MS else "no"],
@@ -262,6 +287,12 @@ def main() -> None:
                  ["peak JS heap + media", f"{peak:.1f} MB", f"<= {GOAL_MEMORY_MB} MB", "yes" if peak <= GOAL_MEMORY_MB else "no"],
                  ["growth after warm-up (last third vs first third)", f"{last_level - first_level:+.1f} MB",
                   "flat", "yes" if last_level - first_level <= 5 else "no"],
+                 ["Chromium processes PSS, peak / at 2 min / end",
+                  f"{max(m['chromium']['total'] for _, _, m in totals) / 1e6:.0f} / "
+                  f"{milestones[1][1][2]['chromium']['total'] / 1e6:.0f} / {totals[-1][2]['chromium']['total'] / 1e6:.0f} MB",
+                  "flat", ""],
+                 ["by process type at the end (MB)", ", ".join(f"{k} {v / 1e6:.0f}" for k, v in
+                                                          totals[-1][2]["chromium"].items() if k != "total"), "", ""],
                  ["max <video> elements", max(m["videos"] for _, _, m in totals), "<= 3", ""]])
 
 
