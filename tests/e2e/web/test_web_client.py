@@ -306,7 +306,6 @@ def fan(live_server, client):
 @pytest.mark.browser
 def test_live_badge_search_as_you_type_and_analytics_charts(live_server, client, feed, fan, tabs):
     owner_id = client.get(f"/api/v1/videos/{feed[0]}").json()["owner_id"]
-    owner = client.get(f"/api/v1/users/{owner_id}/profile").json()
     tab = tabs(mobile=False)
     page = tab.goto("/discover")
     page.wait_for_selector("#search")
