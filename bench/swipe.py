@@ -32,6 +32,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench._harness import ServerProcess, print_table, register  # noqa: E402
+from clipfeed.accounts.models import User  # noqa: E402
 from clipfeed.config import Settings  # noqa: E402
 from clipfeed.db import Database, utcnow  # noqa: E402
 import clipfeed.db.models  # noqa: E402,F401 (every table, for the foreign keys)
@@ -74,8 +75,10 @@ def upload_source(server: ServerProcess, tmp: Path) -> tuple[str, dict]:
             time.sleep(0.5)
 
 
-def clone_videos(data_dir: Path, source_id: str, count: int) -> list[str]:
-    """Copy the processed video's blobs and row under `count` new ids."""
+def clone_videos(data_dir: Path, source_id: str, count: int, creators: int = 10) -> list[str]:
+    """Copy the processed video's blobs and row under `count` new ids, spread over `creators`
+    users: For You never shows one creator more than twice in ten, so one owner would end the
+    feed after two videos."""
     settings = Settings(data_dir=data_dir)
     blobs = data_dir / "blobs" / "videos"
 
@@ -85,8 +88,14 @@ def clone_videos(data_dir: Path, source_id: str, count: int) -> list[str]:
         try:
             async with db.transaction() as session:
                 source = await session.get(Video, source_id)
+                owners = [source.owner_id]
+                for i in range(1, creators):
+                    user = User(handle=f"swipecreator{i}", display_name=f"Creator {i}", password_hash="!")
+                    session.add(user)
+                    await session.flush()
+                    owners.append(user.id)
                 for i in range(count):
-                    video = Video(owner_id=source.owner_id, status="ready", visibility="public",
+                    video = Video(owner_id=owners[i % len(owners)], status="ready", visibility="public",
                                   caption=f"bench clip {i} #bench", duration_ms=source.duration_ms,
                                   width=source.width, height=source.height, fps=source.fps, progress=100.0,
                                   renditions=source.renditions, artifacts=source.artifacts, features={},
@@ -102,6 +111,25 @@ def clone_videos(data_dir: Path, source_id: str, count: int) -> list[str]:
     for video_id in ids:
         shutil.copytree(blobs / source_id, blobs / video_id)
     return ids
+
+
+def chromium_pss() -> dict:
+    """Proportional set size of the Chromium processes under this one, in total and by process
+    type (browser, renderer, gpu-process, utility: the network and audio services, ...): what
+    the page cannot see itself, decoders and media buffers included. PSS splits shared pages
+    between processes, so the sums do not count them twice."""
+    import psutil
+
+    by_type: dict[str, int] = {}
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            if "chrom" not in proc.name():
+                continue
+            kind = next((arg.split("=", 1)[1] for arg in proc.cmdline() if arg.startswith("--type=")), "browser")
+            by_type[kind] = by_type.get(kind, 0) + proc.memory_full_info().pss
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return {"total": sum(by_type.values()), **by_type}
 
 
 def _thinned(rows: list, count: int) -> list:
@@ -159,7 +187,7 @@ class Session:
         metrics = {m["name"]: m["value"] for m in self.cdp.send("Performance.getMetrics")["metrics"]}
         media = self.page.evaluate("window.__clipfeed.mediaBytes()")
         return {"heap": metrics.get("JSHeapUsedSize", 0), "media": media["bytes"], "videos": media["elements"],
-                "nodes": metrics.get("Nodes", 0)}
+                "nodes": metrics.get("Nodes", 0), "chromium": chromium_pss()}
 
     def close(self) -> None:
         self.context.close()
@@ -233,9 +261,24 @@ def main() -> None:
                  ["bytes fetched per video", f"{results[True]['bytes_per_video'] / 1e3:.0f} kB",
                   f"{results[False]['bytes_per_video'] / 1e3:.0f} kB", "", "reported"]])
     print_table(f"swipe: memory while swiping for {args.minutes:g} min ({swipes} swipes, {args.dwell:g} s per video)",
-                ["t (s)", "JS heap MB", "media MB (est.)", "total MB", "<video> elements", "DOM nodes"],
+                ["t (s)", "JS heap MB", "media MB (est.)", "total MB", "<video> elements", "DOM nodes",
+                 "Chromium PSS MB (renderer)"],
                 [[f"{t:.0f}", f"{m['heap'] / 1e6:.1f}", f"{m['media'] / 1e6:.1f}", f"{total:.1f}", m["videos"],
-                  int(m["nodes"])] for t, total, m in _thinned(totals, 12)])
+                  int(m["nodes"]), f"{m['chromium']['total'] / 1e6:.0f} ({m['chromium'].get('renderer', 0) / 1e6:.0f})"]
+                 for t, total, m in _thinned(totals, 12)])
+    def at(seconds: float):
+        """The sample closest to `seconds` into the soak."""
+        return min(totals, key=lambda row: abs(row[0] - seconds))
+
+    milestones = [("start", at(0)), ("after 2 min", at(120)), ("end", totals[-1])]
+    print_table("swipe: JS heap + media at start / after 2 min / end of the soak",
+                ["when", "t (s)", "JS heap MB", "media MB (est.)", "total MB", "ratio to 2 min",
+                 "Chromium PSS MB (renderer)", "PSS ratio to 2 min"],
+                [[name, f"{t:.0f}", f"{m['heap'] / 1e6:.1f}", f"{m['media'] / 1e6:.1f}", f"{total:.1f}",
+                  f"{total / max(milestones[1][1][1], 0.1):.2f}x",
+                  f"{m['chromium']['total'] / 1e6:.0f} ({m['chromium'].get('renderer', 0) / 1e6:.0f})",
+                  f"{m['chromium']['total'] / max(milestones[1][1][2]['chromium']['total'], 1):.2f}x"]
+                 for name, (t, total, m) in milestones])
     print_table("swipe: summary", ["measure", "result", "goal", "met"],
                 [["first frame p50 / p95 (preload)", f"{p50_on:.0f} / {p95_on:.0f} ms", f"<= {GOAL_FIRST_FRAME_MS} ms",
                   "yes" if p50_on <= GOAL_FIRST_FRAME_MS else "no"],
@@ -244,6 +287,12 @@ def main() -> None:
                  ["peak JS heap + media", f"{peak:.1f} MB", f"<= {GOAL_MEMORY_MB} MB", "yes" if peak <= GOAL_MEMORY_MB else "no"],
                  ["growth after warm-up (last third vs first third)", f"{last_level - first_level:+.1f} MB",
                   "flat", "yes" if last_level - first_level <= 5 else "no"],
+                 ["Chromium processes PSS, peak / at 2 min / end",
+                  f"{max(m['chromium']['total'] for _, _, m in totals) / 1e6:.0f} / "
+                  f"{milestones[1][1][2]['chromium']['total'] / 1e6:.0f} / {totals[-1][2]['chromium']['total'] / 1e6:.0f} MB",
+                  "flat", ""],
+                 ["by process type at the end (MB)", ", ".join(f"{k} {v / 1e6:.0f}" for k, v in
+                                                          totals[-1][2]["chromium"].items() if k != "total"), "", ""],
                  ["max <video> elements", max(m["videos"] for _, _, m in totals), "<= 3", ""]])
 
 

@@ -12,16 +12,20 @@ Definitions (all over the video's ``view`` and ``skip`` events):
 - ``likes``, ``comments``, ``shares``: the video's current counters.
 - ``follows_gained``: users who currently follow the creator and started following within
   ``FOLLOW_WINDOW`` (1 hour) after one of their views of this video.
+- ``views_by_day``: views per UTC calendar day over the last ``DAYS`` (30) days, oldest first,
+  today included, days without views as 0: ``[{"date": "YYYY-MM-DD", "views": n}, ...]``;
+  ``creator_views_by_day`` is the same series across all of a creator's videos.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
-from sqlalchemy import Integer, case, cast, distinct, func, literal, or_, select
+from sqlalchemy import Date, Integer, case, cast, distinct, func, literal, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clipfeed.accounts.models import User
+from clipfeed.db import utcnow
 from clipfeed.errors import Forbidden
 from clipfeed.media.models import Video
 from clipfeed.social.interactions import visible_video
@@ -29,6 +33,7 @@ from clipfeed.social.models import Follow, InteractionEvent
 
 VIEW_KINDS = ("view", "skip")
 FOLLOW_WINDOW = timedelta(hours=1)
+DAYS = 30
 
 
 async def owned_video(session: AsyncSession, video_id: str, user: User) -> Video:
@@ -79,7 +84,43 @@ async def video_analytics(session: AsyncSession, video_id: str, user: User) -> d
         "comments": int(video.comment_count or 0),
         "shares": int(video.share_count or 0),
         "follows_gained": await follows_gained(session, video),
+        "views_by_day": await views_by_day(session, video),
     }
+
+
+def _utc_day(session: AsyncSession, column):
+    """The UTC calendar day of a timestamp column, in SQL. PostgreSQL's date() of a timestamptz
+    follows the session's time zone, so it is converted to UTC first; SQLite stores UTC text,
+    whose date() is already the UTC day."""
+    if session.get_bind().dialect.name == "postgresql":
+        return cast(func.timezone("UTC", column), Date)
+    return func.date(column)
+
+
+async def views_by_day(session: AsyncSession, video: Video, *, days: int = DAYS, today: date | None = None) -> list[dict]:
+    return await _daily_views(session, InteractionEvent.video_id == video.id, days=days, today=today)
+
+
+async def creator_views_by_day(session: AsyncSession, user: User, *, days: int = DAYS,
+                               today: date | None = None) -> list[dict]:
+    """Views per day across all of a creator's videos (events carry the creator at the time)."""
+    return await _daily_views(session, InteractionEvent.creator_id == user.id, days=days, today=today)
+
+
+async def _daily_views(session: AsyncSession, condition, *, days: int, today: date | None) -> list[dict]:
+    today = today or utcnow().date()
+    first = today - timedelta(days=days - 1)
+    since = datetime.combine(first, time.min, UTC)
+    event = InteractionEvent
+    day = _utc_day(session, event.created_at)
+    rows = (await session.execute(
+        select(day, func.count())
+        .where(condition, event.kind.in_(VIEW_KINDS), event.created_at >= since)
+        .group_by(day))).all()
+    # SQLite answers text, PostgreSQL a date: both start with the ISO day.
+    counts = {str(value)[:10]: int(count) for value, count in rows}
+    dates = [(first + timedelta(days=i)).isoformat() for i in range(days)]
+    return [{"date": d, "views": counts.get(d, 0)} for d in dates]
 
 
 async def follows_gained(session: AsyncSession, video: Video) -> int:

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
+from sqlalchemy import text
+
+from clipfeed.analytics import service
 from clipfeed.db import utcnow
+from clipfeed.media.models import Video
 from tests.conftest import register
+from tests.feed import factories as ff
 from tests.social import factories as f
 
 
@@ -81,3 +86,73 @@ def test_empty_analytics_and_who_may_see_them(client, live_server, user):
     assert client.get(f"/api/v1/videos/{private}/analytics", headers=other["headers"]).status_code == 404
     assert client.get(f"/api/v1/videos/{private}/analytics", headers=user["headers"]).status_code == 200
     assert client.get("/api/v1/videos/nosuchvideo00000/analytics", headers=user["headers"]).status_code == 404
+
+
+def _at(day: date, *hms: int) -> datetime:
+    return datetime.combine(day, time(*hms), UTC)
+
+
+def test_views_by_day_cover_thirty_utc_days_zero_filled(client, live_server, user):
+    settings = live_server.settings
+    video_id = f.make_video(settings, user["user"]["id"], duration_ms=5_000)
+    other_video = f.make_video(settings, user["user"]["id"], duration_ms=5_000)
+    today = utcnow().date()
+    # Two views today through the API, then events written with chosen times: the window's
+    # first and last instants, a skip (a view), and what must not count (a like, an older view,
+    # another video's view).
+    for _ in range(2):
+        assert client.post(f"/api/v1/videos/{video_id}/view", json={"watch_ms": 1_000}).status_code == 200
+    owner_id = user["user"]["id"]
+    ff.events(settings, [{"creator_id": owner_id, **row} for row in [
+        {"kind": "skip", "video_id": video_id, "created_at": utcnow() - timedelta(seconds=5)},
+        {"kind": "like", "video_id": video_id, "created_at": utcnow() - timedelta(seconds=5)},
+        {"kind": "view", "video_id": video_id, "created_at": _at(today - timedelta(days=1), 23, 59, 59)},
+        {"kind": "view", "video_id": video_id, "created_at": _at(today - timedelta(days=3), 0, 0, 0)},
+        *[{"kind": "view", "video_id": video_id, "created_at": _at(today - timedelta(days=29), 0, 0, 0)}] * 2,
+        *[{"kind": "view", "video_id": video_id, "created_at": _at(today - timedelta(days=30), 23, 59, 59)}] * 5,
+        {"kind": "view", "video_id": other_video, "created_at": _at(today - timedelta(days=1), 12)},
+    ]])
+    expected = {today: 3, today - timedelta(days=1): 1, today - timedelta(days=3): 1, today - timedelta(days=29): 2}
+
+    series = client.get(f"/api/v1/videos/{video_id}/analytics", headers=user["headers"]).json()["views_by_day"]
+    days = [date.fromisoformat(row["date"]) for row in series]
+    assert len(series) == 30
+    assert days == [days[0] + timedelta(days=i) for i in range(30)]  # consecutive, oldest first
+    assert days[-1] in (today, today + timedelta(days=1))  # today (the clock may pass midnight mid-test)
+    assert {row["date"]: row["views"] for row in series} == {d.isoformat(): expected.get(d, 0) for d in days}
+    if days[-1] == today:
+        assert sum(row["views"] for row in series) == 7  # the 31-days-old views are outside
+
+    empty = client.get(f"/api/v1/videos/{other_video}/analytics", headers=user["headers"]).json()["views_by_day"]
+    assert sum(row["views"] for row in empty) == (1 if days[-1] == today else 0)
+
+    # Across the creator's videos: both videos' views, nobody else's.
+    stranger = register(client)
+    client.post(f"/api/v1/videos/{f.make_video(settings, stranger['user']['id'])}/view", json={"watch_ms": 1_000})
+    mine = client.get("/api/v1/me/analytics", headers=user["headers"])
+    assert mine.status_code == 200, mine.text
+    expected[today - timedelta(days=1)] += 1
+    by_date = {row["date"]: row["views"] for row in mine.json()["views_by_day"]}
+    assert len(by_date) == 30 and by_date == {d.isoformat(): expected.get(d, 0) for d in days}
+    assert client.get("/api/v1/me/analytics").status_code == 401
+    theirs = client.get("/api/v1/me/analytics", headers=stranger["headers"]).json()["views_by_day"]
+    assert sum(row["views"] for row in theirs) == 1  # their one video's one view, none of ours
+
+
+def test_views_by_day_are_utc_days_whatever_the_session_time_zone(live_server, user):
+    """PostgreSQL's date() of a timestamptz follows the session's TimeZone: a view at 23:59:59 UTC
+    must stay on its UTC day even when the connection runs 14 hours ahead."""
+    settings = live_server.settings
+    video_id = f.make_video(settings, user["user"]["id"])
+    day = date(2026, 3, 10)
+    ff.events(settings, [{"kind": "view", "video_id": video_id, "created_at": _at(day, 23, 59, 59)},
+                         {"kind": "view", "video_id": video_id, "created_at": _at(day + timedelta(days=1), 0, 0, 1)}])
+
+    async def work(session):
+        if session.get_bind().dialect.name == "postgresql":
+            await session.execute(text("SET TIME ZONE 'Pacific/Kiritimati'"))
+        video = await session.get(Video, video_id)
+        return await service.views_by_day(session, video, days=3, today=day + timedelta(days=1))
+
+    assert ff.run(settings, work) == [{"date": "2026-03-09", "views": 0}, {"date": "2026-03-10", "views": 1},
+                                      {"date": "2026-03-11", "views": 1}]

@@ -81,9 +81,11 @@ def clips(tmp_path):
 
 @pytest.fixture
 def feed(live_server, sample_media):
-    # Five creators: For You never shows one creator more than twice in ten, so ten videos by
-    # fewer creators could not all be served before the feed starts over.
-    return seed_feed(live_server, sample_media, 10, creators=5)
+    # Ten creators: For You never shows one creator twice in a row nor more than twice in ten,
+    # and its greedy re-ranking drops what it cannot place: with five creators it sometimes
+    # serves nine of the ten (the last left is by the creator just placed), and the feed starts
+    # over before the tenth.
+    return seed_feed(live_server, sample_media, 10, creators=10)
 
 
 def _signup(tab, handle: str) -> None:
@@ -166,6 +168,14 @@ def test_signup_upload_watch_profile_like_comment_follow(live_server, client, cl
     assert tab.csp_violations() == [], tab.errors
 
 
+def _pager_state(page) -> list[dict]:
+    """What the pager holds, for a failure message."""
+    return page.evaluate("""() => [...document.querySelectorAll('.pager .card')].map(c => {
+        const v = c.querySelector('video');
+        return {id: c.dataset.id, hidden: c.getAttribute('aria-hidden'), t: v && v.currentTime, paused: v && v.paused,
+                ready: v && v.readyState, w: v && v.videoWidth, err: c.querySelector('.card-error').textContent}; })""")
+
+
 def _swipe_up(page, cdp) -> None:
     """A real touch gesture through the Chrome DevTools Protocol (Playwright has only tap)."""
     for kind, y in (("touchStart", 600), ("touchMove", 450), ("touchMove", 300), ("touchEnd", None)):
@@ -193,8 +203,12 @@ def test_swiping_ten_feed_videos_each_plays_with_at_most_three_video_elements(li
             page.mouse.wheel(0, 120)
         else:
             page.keyboard.press("ArrowDown")
-        page.wait_for_function(f"seen => {{ const id = ({CURRENT_PLAYS})(); return id && !seen.includes(id) && id; }}",
-                               arg=seen)
+        try:
+            page.wait_for_function(f"seen => {{ const id = ({CURRENT_PLAYS})(); return id && !seen.includes(id) && id; }}",
+                                   arg=seen)
+        except Exception:
+            raise AssertionError(f"step {step}: no new video played; seen {seen}; {_pager_state(page)}; "
+                                 f"errors {tab.errors[-5:]}") from None
         seen.append(page.evaluate("document.querySelector('.card[aria-hidden=\"false\"]').dataset.id"))
         max_videos = max(max_videos, page.evaluate("document.querySelectorAll('video').length"))
         if step == 4:
@@ -239,7 +253,10 @@ def test_reload_mid_upload_resumes_from_the_server_offset(live_server, client, c
     page.route("**/api/v1/uploads/*", hold_second_patch)
     page.set_input_files("#upload-file", str(clips["big"]))
     page.fill("#upload-caption", "resumable #big")
-    page.click("#upload-start")
+    # The second chunk's PATCH being sent means the server answered the first: its offset is
+    # then 8 MB for sure (progress alone moves while the first chunk is still in flight).
+    with page.expect_request(lambda r: r.method == "PATCH" and int(r.headers.get("upload-offset", "0")) >= 8 * 1024 * 1024):
+        page.click("#upload-start")
     page.wait_for_function("() => { const v = document.getElementById('upload-progress').value; return v > 0 && v < 100; }")
     tab.shot("upload-mid")
     progress_before = page.evaluate("document.getElementById('upload-progress').value")
@@ -289,7 +306,6 @@ def fan(live_server, client):
 @pytest.mark.browser
 def test_live_badge_search_as_you_type_and_analytics_charts(live_server, client, feed, fan, tabs):
     owner_id = client.get(f"/api/v1/videos/{feed[0]}").json()["owner_id"]
-    owner = client.get(f"/api/v1/users/{owner_id}/profile").json()
     tab = tabs(mobile=False)
     page = tab.goto("/discover")
     page.wait_for_selector("#search")
@@ -303,8 +319,22 @@ def test_live_badge_search_as_you_type_and_analytics_charts(live_server, client,
     # A follow by someone else arrives over SSE and lights the badge without a reload.
     tab.context.add_cookies([{"name": "clipfeed_session", "value": feed.owners[owner_id]["token"],
                               "url": live_server.url}])
+    # Views today: two of the owner's video, one of another creator's (not theirs); the charts
+    # draw the API's per-day series (today is the last of 30 bars).
+    other_video = next(v for v in feed[1:] if client.get(f"/api/v1/videos/{v}").json()["owner_id"] != owner_id)
+    for video_id in (feed[0], feed[0], other_video):
+        assert client.post(f"/api/v1/videos/{video_id}/view", json={"watch_ms": 2000}).status_code == 200
     page = tab.goto("/analytics")
     page.wait_for_selector("svg.chart")
+    overall = page.locator("svg.views-over-time rect.bar-rect")
+    assert overall.count() == 30 and overall.last.get_attribute("data-value") == "2"
+    series = client.get("/api/v1/me/analytics", headers=feed.owners[owner_id]["headers"]).json()["views_by_day"]
+    assert overall.last.get_attribute("data-key") == series[-1]["date"]
+    page.select_option("#analytics-video", feed[0])
+    page.wait_for_function("""() => { const box = document.querySelector('.analytics-video');
+        return box.textContent.includes('clip 0 #seeded') && box.querySelectorAll('svg.chart').length === 2; }""")
+    per_video = page.locator(".analytics-video svg.chart").first.locator("rect.bar-rect")
+    assert per_video.count() == 30 and per_video.last.get_attribute("data-value") == "2"
     page.wait_for_function("() => document.querySelector('.nav-item.inbox .badge') !== null")
     before = page.evaluate("Number(document.querySelector('.badge').textContent || 0)")
     followed = client.post(f"/api/v1/users/{owner_id}/follow", headers=fan["headers"])

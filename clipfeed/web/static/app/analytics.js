@@ -1,5 +1,6 @@
-// Creator analytics: views over time across your videos (by publish day) and, per video, the
-// numbers and the retention curve. Charts are plain SVG drawn here, no chart library.
+// Creator analytics: views per day over the last 30 days across your videos and, per video, the
+// numbers, its own views per day and the retention curve. Charts are plain SVG drawn here, no
+// chart library; the series come from the API (/me/analytics, /videos/{id}/analytics).
 
 import { api, knownUser } from "./api.js";
 import { h, svg, formatCount, errorBox } from "./dom.js";
@@ -36,7 +37,7 @@ function axes(chart, maxY, labels, formatY) {
   });
 }
 
-export function barChart(title, labels, values) {
+export function barChart(title, labels, values, keys = labels) {
   const chart = frame(title);
   const maxY = Math.max(4, ...values);  // whole-number gridlines for small counts
   axes(chart, maxY, labels, (v) => formatCount(Math.round(v)));
@@ -47,7 +48,7 @@ export function barChart(title, labels, values) {
     const height = (innerH * value) / maxY;
     const x = labels.length === 1 ? PAD.left + innerW / 2 - slot * 0.3 : PAD.left + (innerW * i) / Math.max(1, values.length - 1) - slot * 0.3;
     const bar = svg("rect", { x: Math.max(PAD.left, x), y: PAD.top + innerH - height, width: Math.max(2, slot * 0.6),
-      height: Math.max(0, height), class: "bar-rect" });
+      height: Math.max(0, height), class: "bar-rect", "data-key": keys[i], "data-value": value });
     const tip = svg("title");
     tip.textContent = `${labels[i]}: ${value} views`;
     bar.append(tip);
@@ -71,6 +72,11 @@ export function lineChart(title, values) {
   return chart;
 }
 
+// views_by_day ([{date, views}], oldest first) as bars labelled MM-DD.
+function viewsChart(title, series) {
+  return barChart(title, series.map((d) => d.date.slice(5)), series.map((d) => d.views), series.map((d) => d.date));
+}
+
 function stat(label, value) {
   return h("div", { class: "stat" }, h("strong", { text: value }), h("span", { class: "muted", text: label }));
 }
@@ -86,6 +92,8 @@ async function videoDetails(box, video) {
         stat("Completion", `${Math.round(a.completion_rate * 100)}%`), stat("Likes", formatCount(a.likes)),
         stat("Comments", formatCount(a.comments)), stat("Shares", formatCount(a.shares)),
         stat("Follows gained", formatCount(a.follows_gained))),
+      h("h3", { text: "Views, last 30 days" }),
+      viewsChart("Views of this video per day, last 30 days", a.views_by_day || []),
       h("h3", { text: "Retention" }),
       a.views ? lineChart("Share of views still watching at each second", a.retention)
         : h("p", { class: "muted", text: "No views yet: the retention curve appears after the first view." }));
@@ -109,12 +117,14 @@ export async function analyticsPage(view, videoId) {
     videos.push(...page.items);
     cursor = page.next_cursor;
   } while (cursor && videos.length < 500);
-  const byDay = new Map();
-  for (const v of videos) {
-    const day = (v.published_at || v.created_at || "").slice(0, 10);
-    if (day) byDay.set(day, (byDay.get(day) || 0) + (v.view_count || 0));
+  let overTime;
+  try {
+    const overall = await api("me/analytics");
+    overTime = viewsChart("Views of all your videos per day, last 30 days", overall.views_by_day);
+    overTime.classList.add("views-over-time");
+  } catch (error) {
+    overTime = errorBox(error);
   }
-  const days = [...byDay.keys()].sort();
   const details = h("section", { class: "analytics-video", "aria-live": "polite" });
   const picker = h("select", { id: "analytics-video", "aria-label": "Video" },
     videos.map((v) => h("option", { value: v.id, selected: v.id === videoId, text: v.caption ? v.caption.slice(0, 50) : v.id })));
@@ -126,9 +136,8 @@ export async function analyticsPage(view, videoId) {
   view.replaceChildren(h("div", { class: "page" }, h("h1", { text: "Creator analytics" }),
     h("div", { class: "stats" }, stat("Videos", formatCount(videos.length)), stat("Total views", formatCount(total)),
       stat("Likes", formatCount(videos.reduce((s, v) => s + (v.like_count || 0), 0)))),
-    h("h2", { class: "section-title", text: "Views over time (by publish day)" }),
-    days.length ? barChart("Views of your videos by the day they were published", days.map((d) => d.slice(5)), days.map((d) => byDay.get(d)))
-      : h("p", { class: "muted", text: "Publish a video to see its views here." }),
+    h("h2", { class: "section-title", text: "Views over time (last 30 days)" }),
+    overTime,
     videos.length ? h("label", { for: "analytics-video", text: "Video" }) : null, videos.length ? picker : null, details));
   const chosen = videos.find((v) => v.id === videoId) || videos[0];
   if (chosen) {

@@ -209,6 +209,36 @@ export class Pager {
     if (this.offset + this.items.length - this.index <= WARM_AHEAD + 2) this.fetchMore().then(() => this.render());
   }
 
+  // "Not interested": the video leaves the feed for good (not just skipped, so swiping back
+  // never finds it); the next one takes its place, or the previous one at the end of the feed.
+  async remove(entry) {
+    const index = [...this.cards].find(([, other]) => other === entry)?.[0];
+    if (index === undefined) return;
+    if (entry.slot) entry.slot.video.pause();
+    if (index === this.index) this.flushView(entry);
+    this.releaseCard(entry);
+    this.cards.delete(index);
+    this.items.splice(index - this.offset, 1);
+    // Cards after the removed one move up a place.
+    const moved = [...this.cards].filter(([i]) => i > index).sort(([a], [b]) => a - b);
+    for (const [i, other] of moved) {
+      this.cards.delete(i);
+      this.cards.set(i - 1, other);
+    }
+    if (index < this.index) this.index -= 1;
+    if (index === this.index) {
+      this.activeIndex = null;
+      if (this.index >= this.offset + this.items.length) await this.fetchMore();
+      if (this.index >= this.offset + this.items.length) this.index = Math.max(this.offset, this.index - 1);
+      if (!this.items.length) {
+        this.track.replaceChildren(h("div", { class: "empty" }, h("p", { text: this.emptyText })));
+        return;
+      }
+      this.swipedAt = performance.now();
+    }
+    this.render();
+  }
+
   item(index) {
     return this.items[index - this.offset];
   }
@@ -491,7 +521,7 @@ export class Pager {
     }));
     const share = h("button", { type: "button", class: "rail-btn share", "aria-label": "Share" },
       icon("share"), h("span", { class: "count", text: formatCount(item.share_count) }));
-    share.addEventListener("click", () => openShare(item, { onNotInterested: () => this.go(1) }));
+    share.addEventListener("click", () => openShare(item, { onNotInterested: () => this.remove(entry) }));
     const soundId = item.sound_id || item.original_sound_id;
     const sound = soundId
       ? h("a", { class: "rail-btn sound", href: `/sound/${encodeURIComponent(soundId)}`, "data-link": true,
@@ -502,6 +532,8 @@ export class Pager {
   }
 
   burst(entry, event) {
+    // Reduced motion: the filled heart on the rail says it; no flying heart.
+    if (window.matchMedia && window.matchMedia("(prefers-reduced-motion: reduce)").matches) return;
     const rect = entry.card.getBoundingClientRect();
     const heart = h("div", { class: "heart-burst", "aria-hidden": "true" }, icon("heart"));
     heart.style.left = `${(event.clientX || rect.left + rect.width / 2) - rect.left}px`;
