@@ -3,7 +3,6 @@ playing real HLS through it, showing processing progress, rejection reasons and 
 
 from __future__ import annotations
 
-import os
 import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
@@ -14,14 +13,11 @@ import pytest
 from clipfeed.media import keys
 from clipfeed.media.models import VideoStatus, Visibility
 from clipfeed.storage import LocalStore
-from tests.conftest import IN_CI, register, wait_for
+from tests.browser import chromium
+from tests.conftest import register, wait_for
 from tests.delivery.test_media import insert_video, run_sync, update_video
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--no-first-run", "--disable-sync", "--autoplay-policy=no-user-gesture-required"]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-VENDOR_HLS = Path(__file__).resolve().parents[2] / "clipfeed" / "web" / "static" / "vendor" / "hls.min.js"
 RENDITIONS = [{"name": "360p", "width": 360, "height": 640, "bandwidth": 900000, "playlist": "360p/playlist.m3u8"}]
 
 PLAYING = """() => {
@@ -187,22 +183,9 @@ def processed_video(server, owner: dict, sample_media: dict, caption: str) -> tu
 
 @pytest.fixture
 def browser(live_server):
-    # Function-scoped and after live_server on purpose: Playwright's sync API keeps an event loop
-    # running on this thread, so fixtures that call asyncio.run() must be set up before it starts.
-    if not os.access(CHROMIUM, os.X_OK):
-        if IN_CI:
-            pytest.fail(f"{CHROMIUM} is missing (make chromium installs Debian's package)")
-        pytest.skip(f"{CHROMIUM} is missing: apt-get install chromium")
-    if not VENDOR_HLS.exists():
-        pytest.fail("clipfeed/web/static/vendor/hls.min.js is missing: run `npm ci && node scripts/build_web.mjs`")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        instance = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield instance
-        finally:
-            instance.close()
+    # Function-scoped and after live_server on purpose (see tests.browser.chromium).
+    with chromium("hls.min.js") as instance:
+        yield instance
 
 
 class Watcher:

@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import IN_CI, LiveServer, wait_for
+from tests.browser import chromium
+from tests.conftest import LiveServer, wait_for
 from tests.live.ingest_support import publish, rtmp_port, start_stream
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--no-first-run", "--disable-sync", "--autoplay-policy=no-user-gesture-required"]
-VENDOR_HLS = Path(__file__).resolve().parents[2] / "clipfeed" / "web" / "static" / "vendor" / "hls.min.js"
 
 # A minimal page (the product's live page belongs to the web client); served at the server's own
 # origin through Playwright's router so hls.js fetches the playlists same-origin.
@@ -42,20 +37,8 @@ def ingest_server(settings_factory):
 
 @pytest.fixture
 def browser(ingest_server):
-    if not os.access(CHROMIUM, os.X_OK):
-        if IN_CI:
-            pytest.fail(f"{CHROMIUM} is missing")
-        pytest.skip(f"{CHROMIUM} is missing: apt-get install chromium")
-    if not VENDOR_HLS.exists():
-        pytest.fail("clipfeed/web/static/vendor/hls.min.js is missing: run `npm ci && node scripts/build_web.mjs`")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        instance = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield instance
-        finally:
-            instance.close()
+    with chromium("hls.min.js") as instance:
+        yield instance
 
 
 @pytest.mark.browser

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import re
 
 import pytest
 
-from tests.conftest import IN_CI, register
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
-                 "--disable-sync", "--autoplay-policy=no-user-gesture-required"]
+from tests.browser import chromium
+from tests.conftest import register
 
 
 def test_pages_are_csp_clean_shells(client):
@@ -42,51 +38,41 @@ def test_pages_are_csp_clean_shells(client):
 def test_live_page_chat_in_chromium(live_server, client):
     """A signed-in viewer chats from the live page (cookie-authenticated WebSocket from our own
     origin); messages from others appear with emotes and badges; no CSP or console errors."""
-    if not os.access(CHROMIUM, os.X_OK):
-        if IN_CI:
-            pytest.fail(f"{CHROMIUM} is missing")
-        pytest.skip(f"{CHROMIUM} is missing: apt-get install chromium")
-    from playwright.sync_api import sync_playwright
-
     from tests.live.test_chat import Chat, said, start_stream
 
     owner, fan = register(client), register(client)
     stream_id = start_stream(client, owner, title="browser show")
     streamer = Chat(live_server.url, stream_id, owner["token"])
     try:
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            try:
-                context = browser.new_context()
-                context.add_cookies([{"name": "clipfeed_session", "value": fan["token"], "url": live_server.url}])
-                page = context.new_page()
-                page.set_default_timeout(30_000)
-                errors: list[str] = []
-                page.on("console", lambda msg: msg.type == "error" and errors.append(msg.text))
-                page.on("pageerror", lambda exc: errors.append(str(exc)))
-                page.goto(f"{live_server.url}/live/{stream_id}")
-                page.wait_for_function("() => document.getElementById('live-title').textContent === 'browser show'")
-                # The page's socket is open once the streamer's message reaches it.
-                streamer.say("welcome :wave:")
-                page.wait_for_function("() => document.getElementById('chat-log').textContent.includes('welcome')")
-                line = page.locator("#chat-log li").last
-                assert line.locator(".badge").inner_text() == "streamer"
-                assert "\U0001f44b" in line.inner_text()
-                # Fan-out frames are written uncompressed (RSV1 clear) although Chromium negotiated
-                # permessage-deflate, and several may share one frame as a JSON array: a burst
-                # renders in order.
-                for word in ("one", "two", "three"):
-                    streamer.say(f"burst {word}")
-                page.wait_for_function("() => document.getElementById('chat-log').textContent.includes('burst three')")
-                texts = page.locator("#chat-log li").all_inner_texts()
-                assert [t.split("burst ")[-1] for t in texts if "burst " in t] == ["one", "two", "three"], texts
-                page.fill("#chat-text", "hello from chromium <b>not bold</b>")
-                page.click("#chat-form button")
-                streamer.wait_for(said("hello from chromium <b>not bold</b>"))
-                page.wait_for_function("() => document.getElementById('chat-log').textContent.includes('not bold')")
-                assert page.locator("#chat-log b").count() == 0  # text, never markup
-                assert not errors, errors
-            finally:
-                browser.close()
+        with chromium() as browser:
+            context = browser.new_context()
+            context.add_cookies([{"name": "clipfeed_session", "value": fan["token"], "url": live_server.url}])
+            page = context.new_page()
+            page.set_default_timeout(30_000)
+            errors: list[str] = []
+            page.on("console", lambda msg: msg.type == "error" and errors.append(msg.text))
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(f"{live_server.url}/live/{stream_id}")
+            page.wait_for_function("() => document.getElementById('live-title').textContent === 'browser show'")
+            # The page's socket is open once the streamer's message reaches it.
+            streamer.say("welcome :wave:")
+            page.wait_for_function("() => document.getElementById('chat-log').textContent.includes('welcome')")
+            line = page.locator("#chat-log li").last
+            assert line.locator(".badge").inner_text() == "streamer"
+            assert "\U0001f44b" in line.inner_text()
+            # Fan-out frames are written uncompressed (RSV1 clear) although Chromium negotiated
+            # permessage-deflate, and several may share one frame as a JSON array: a burst
+            # renders in order.
+            for word in ("one", "two", "three"):
+                streamer.say(f"burst {word}")
+            page.wait_for_function("() => document.getElementById('chat-log').textContent.includes('burst three')")
+            texts = page.locator("#chat-log li").all_inner_texts()
+            assert [t.split("burst ")[-1] for t in texts if "burst " in t] == ["one", "two", "three"], texts
+            page.fill("#chat-text", "hello from chromium <b>not bold</b>")
+            page.click("#chat-form button")
+            streamer.wait_for(said("hello from chromium <b>not bold</b>"))
+            page.wait_for_function("() => document.getElementById('chat-log').textContent.includes('not bold')")
+            assert page.locator("#chat-log b").count() == 0  # text, never markup
+            assert not errors, errors
     finally:
         streamer.close()

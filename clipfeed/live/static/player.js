@@ -27,15 +27,16 @@ export function playLive(video, url, options = {}) {
   return null;
 }
 
-// [{uri (absolute), bandwidth}] of the variants in a master playlist.
+// [{uri (absolute), bandwidth, height}] of the variants in a master playlist.
 export function variants(text, masterUrl) {
   const out = [];
   const lines = text.split(/\r?\n/);
   for (let i = 0; i < lines.length; i += 1) {
     if (!lines[i].startsWith("#EXT-X-STREAM-INF:")) continue;
     const bandwidth = Number((/BANDWIDTH=(\d+)/.exec(lines[i]) || [])[1] || 0);
+    const height = Number((/RESOLUTION=\d+x(\d+)/.exec(lines[i]) || [])[1] || 0);
     const uri = (lines[i + 1] || "").trim();
-    if (uri && !uri.startsWith("#")) out.push({ uri: new URL(uri, masterUrl).href, bandwidth });
+    if (uri && !uri.startsWith("#")) out.push({ uri: new URL(uri, masterUrl).href, bandwidth, height });
   }
   return out;
 }
@@ -61,9 +62,14 @@ function watchRungs(hls, url, everyMs) {
     const added = variants(text, masterUrl).filter((v) => !known.has(v.uri));
     if (!added.length) return;
     const playing = hls.levels[hls.loadLevel] || hls.levels[hls.currentLevel];
-    const current = playing ? playing.bitrate : 0;
     const estimate = hls.bandwidthEstimate || 0;
-    if (!added.some((v) => v.bandwidth > current && v.bandwidth <= estimate)) return;
+    // "Better" is a sharper picture the network can carry. Heights, not bitrates: the source rung
+    // is passed through and its declared bitrate is measured, the added rungs' are nominal, so a
+    // bitrate comparison could pull a viewer off the sharpest rung for a blurrier one.
+    const better = (v) => (v.height && playing && playing.height
+      ? v.height > playing.height
+      : v.bandwidth > (playing ? playing.bitrate : 0));
+    if (!added.some((v) => better(v) && v.bandwidth <= estimate)) return;
     hls.rungReloads += 1;
     hls.loadSource(masterUrl);
   }, everyMs);

@@ -4,42 +4,23 @@ HLS clip copied under many video rows, so seeding costs no transcoding)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import IN_CI
+from tests.browser import chromium
 from tests.e2e.test_watch_browser import RENDITIONS, publish_fixture_hls, sample_media  # noqa: F401 (fixture)
 from tests.feed.factories import make_user, make_video
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--no-first-run", "--disable-sync", "--autoplay-policy=no-user-gesture-required"]
 ROOT = Path(__file__).resolve().parents[3]
 ARTIFACTS = ROOT / "test-artifacts" / "web"
-VENDOR = ROOT / "clipfeed" / "web" / "static" / "vendor"
 
 
 @pytest.fixture
 def browser(live_server):
-    # After live_server on purpose: Playwright's sync API keeps an event loop running on this
-    # thread, so fixtures that call asyncio.run() must be set up before it starts.
-    if not os.access(CHROMIUM, os.X_OK):
-        if IN_CI:
-            pytest.fail(f"{CHROMIUM} is missing (make chromium installs Debian's package)")
-        pytest.skip(f"{CHROMIUM} is missing: apt-get install chromium")
-    for name in ("hls.min.js", "tus.min.js"):
-        if not (VENDOR / name).exists():
-            pytest.fail(f"clipfeed/web/static/vendor/{name} is missing: run `make web`")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        instance = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield instance
-        finally:
-            instance.close()
+    # After live_server on purpose (see tests.browser.chromium).
+    with chromium("hls.min.js", "tus.min.js") as instance:
+        yield instance
 
 
 class Tab:
