@@ -13,8 +13,10 @@ import re
 from pathlib import Path
 from string import Template
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
+
+from clipfeed.deps import SESSION_COOKIE
 
 router = APIRouter(include_in_schema=False)
 
@@ -70,8 +72,11 @@ def page(content: str, status: int = 200) -> HTMLResponse:
     return HTMLResponse(content, status_code=status, headers=PAGE_HEADERS)
 
 
-async def app_shell() -> HTMLResponse:
-    return page(render("clipfeed", _APP.substitute(), scripts=("/static/vendor/hls.min.js",),
+async def app_shell(request: Request) -> HTMLResponse:
+    # Whether a session cookie came with the page (not whether it is valid): without one the
+    # client knows it is anonymous and skips asking /api/v1/me for a 401.
+    session = "1" if request.cookies.get(SESSION_COOKIE) else "0"
+    return page(render("clipfeed", _APP.substitute(session=session), scripts=("/static/vendor/hls.min.js",),
                        modules=("/static/app/main.js",)))
 
 

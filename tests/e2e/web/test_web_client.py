@@ -221,6 +221,8 @@ def test_swiping_ten_feed_videos_each_plays_with_at_most_three_video_elements(li
     assert all(v["watch_ms"] > 0 for v in views)
     assert tab.csp_violations() == [], tab.errors
     assert [e for e in tab.errors if "pageerror" in e] == [], tab.errors
+    # An anonymous visit asks nothing that answers 401 (the shell says no session came with it).
+    assert tab.errors == [], tab.errors
 
 
 @pytest.fixture

@@ -52,6 +52,12 @@ const listeners = new Set();
 
 export async function currentUser({ refresh = false } = {}) {
   if (me !== undefined && !refresh) return me;
+  const shell = document.getElementById("app");
+  if (!refresh && shell && shell.dataset.session === "0") {
+    me = null; // no session cookie came with the page: anonymous, no need to ask
+    listeners.forEach((fn) => fn(me));
+    return me;
+  }
   try {
     me = await api("me");
   } catch (error) {
