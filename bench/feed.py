@@ -117,7 +117,7 @@ async def publish_collab(settings: Settings, path: str) -> None:
     await ModelRegistry(build_store(settings)).publish("collab", model, {"ndcg@20": 0.1}, compare_on="ndcg@20")
 
 
-async def measure(settings: Settings, data: Dataset, pages: int) -> dict:
+async def measure(settings: Settings, data: Dataset, pages: int, profile: str | None = None) -> dict:
     import httpx
 
     from clipfeed.accounts import service as accounts
@@ -155,6 +155,12 @@ async def measure(settings: Settings, data: Dataset, pages: int) -> dict:
                 return elapsed, response.json()
 
             # For You: 5 pages per user (the first one builds the queue), then Trending alike.
+            profiler = None
+            if profile:
+                import cProfile
+
+                profiler = cProfile.Profile()
+                profiler.enable()
             total_started = time.perf_counter()
             served = 0
             for uid in sample:
@@ -170,6 +176,9 @@ async def measure(settings: Settings, data: Dataset, pages: int) -> dict:
                     if not cursor:
                         break
             results["pages_per_s"] = served / (time.perf_counter() - total_started)
+            if profiler is not None:
+                profiler.disable()
+                profiler.dump_stats(profile)
             for uid in sample:
                 headers = {"Authorization": f"Bearer {tokens[uid]}"}
                 cursor = None
@@ -217,6 +226,7 @@ def main() -> None:
     parser.add_argument("--postgres", action="store_true", help=f"PostgreSQL ({PG_URL}) in a scratch schema")
     parser.add_argument("--offline-training", action=argparse.BooleanOptionalAction, default=True,
                         help="also run feed-offline's training job (ALS + LightGBM ranker) and serve its models")
+    parser.add_argument("--profile", metavar="FILE", help="write a cProfile of the For You page loop to FILE")
     parser.add_argument("--seconds", type=int, default=0, help="ignored (shared CLI flag)")
     args = parser.parse_args()
     scaled = (args.videos, args.users, args.interactions) != TARGET
@@ -251,7 +261,7 @@ def main() -> None:
             if offline is None or "error" in offline:
                 asyncio.run(publish_collab(settings, collab["path"]))
             Path(collab["path"]).unlink(missing_ok=True)
-            results = asyncio.run(measure(settings, data, args.pages))
+            results = asyncio.run(measure(settings, data, args.pages, args.profile))
             results["offline"] = offline
         finally:
             if schema:
