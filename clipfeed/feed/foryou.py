@@ -45,7 +45,7 @@ from clipfeed.feed import events as feed_events
 from clipfeed.feed import trending
 from clipfeed.feed.feature_store import FeatureStore, VideoCounters, deployment_key, feature_store, load_user
 from clipfeed.feed.models import Impression, NotInterested
-from clipfeed.feed.reranking import Ranked, fits_creator_rules, diversify, visible_ids, visible_rows
+from clipfeed.feed.reranking import Ranked, fits_creator_rules, diversify, visible_rows
 from clipfeed.feed.sources import Catalog, CatalogCache, SourceContext, build_sources, run_sources
 from clipfeed.media import service as media
 from clipfeed.social.models import Block, Follow
@@ -121,7 +121,8 @@ class UserQueue:
     served_ids: set[str] = field(default_factory=set)  # shown by this process (races with refills)
     events_seen: int | None = None  # the profile's event count when the queue was ranked
     generation: int = 0  # bumped by each of the user's events; a re-rank applies only if unchanged
-    rerank: asyncio.Task | None = None  # the re-rank started by the user's latest event
+    rerank: asyncio.Task | None = None  # the background re-rank started by the user's events
+    rerank_generation: int = -1  # the generation that re-rank was started for
     viewer: User | None = None
     region: str | None = None
 
@@ -167,35 +168,38 @@ class ForYouEngine:
 
     def _rerank_soon(self, queue: UserQueue) -> None:
         """Re-rank the user's queue now, in the background: the user is still watching, so their
-        next page finds it ready instead of ranking on the request path (it waits for this task
-        only when it asks before the task is done)."""
-        if queue.viewer is None or self._db is None or (queue.rerank is not None and not queue.rerank.done()):
-            return  # a running re-rank checks the generation and goes again
+        next page finds it ready instead of ranking on the request path."""
+        if queue.viewer is None or self._db is None:
+            return
+        if queue.rerank is not None and not queue.rerank.done():
+            return  # when it finishes it sees the newer generation and starts over
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return  # not on an event loop (a worker thread): the next page refills
+        queue.rerank_generation = queue.generation
         queue.rerank = loop.create_task(self._rerank(queue))
         self._tasks.add(queue.rerank)
         queue.rerank.add_done_callback(self._tasks.discard)
 
     async def _rerank(self, queue: UserQueue) -> None:
-        for _attempt in range(3):  # events arriving meanwhile: rank again with them
-            generation = queue.generation
-            try:
-                async with self._read_session() as session:
-                    items, mode, dropped = await self.rank(session, self._db, queue.viewer, region=queue.region,
-                                                           previous_creators=queue.served_creators)
-                    events_seen = self._event_count(queue.viewer.id)
-            except Exception:  # noqa: BLE001 - the next page refills synchronously
-                log.warning("background For You re-rank failed", exc_info=True)
-                return
-            if queue.generation == generation:
-                queue.items = [item for item in items if item.video_id not in queue.served_ids]
-                queue.mode, queue.dropped, queue.events_seen = mode, dropped, events_seen
-                queue.stale = False
-                queue.built_at = time.time()
-                return
+        generation = queue.generation
+        try:
+            async with self._read_session() as session:
+                items, mode, dropped = await self.rank(session, self._db, queue.viewer, region=queue.region,
+                                                       previous_creators=queue.served_creators)
+                events_seen = self._event_count(queue.viewer.id)
+        except Exception:  # noqa: BLE001 - the next page refills synchronously
+            log.warning("background For You re-rank failed", exc_info=True)
+            return
+        if queue.generation == generation:
+            queue.items = [item for item in items if item.video_id not in queue.served_ids]
+            queue.mode, queue.dropped, queue.events_seen = mode, dropped, events_seen
+            queue.stale = False
+            queue.built_at = time.time()
+        elif queue.stale:
+            # Events arrived meanwhile: rank again with them (once this task has finished).
+            asyncio.get_running_loop().call_soon(self._rerank_soon, queue)
 
     def _read_session(self):
         """A read-only session for background ranking: on SQLite a deferred BEGIN, so ranking's
@@ -436,9 +440,11 @@ class ForYouEngine:
         queue.viewer, queue.region = viewer, region_code
         if self.settings.redis_url and not queue.stale and queue.events_seen != self._event_count(viewer.id):
             queue.stale = True  # the user's events were handled by another API process
-        if queue.stale and queue.rerank is not None and not queue.rerank.done():
-            # The re-rank the user's event started is under way: its result is what this page
-            # must reflect, so wait for it rather than rank a second time.
+        if (queue.stale and queue.rerank is not None and not queue.rerank.done()
+                and queue.rerank_generation == queue.generation):
+            # The re-rank started by the user's latest event is under way: its result is what
+            # this page must reflect, so wait for it rather than rank a second time. (One started
+            # for an older event would not reflect the latest: the page ranks itself below.)
             try:
                 await asyncio.shield(queue.rerank)
             except Exception:  # noqa: BLE001 - logged by the task; refilled below
@@ -532,10 +538,10 @@ class ForYouEngine:
         position = offset
         while len(picked) < limit and position < len(items):
             chunk = items[position:position + 2 * limit]
-            found = await visible_ids(session, None, [item.video_id for item in chunk])
+            found = await visible_rows(session, None, [item.video_id for item in chunk])
             for item in chunk:
                 position += 1
-                video = found.get(item.video_id)
+                video = found.get(item.video_id, (None,))[0]
                 if video is not None:
                     picked.append((item, video))
                     if len(picked) == limit:
