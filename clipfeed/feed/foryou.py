@@ -143,7 +143,7 @@ class ForYouEngine:
         # Anonymous viewers share one ranked list per region, rebuilt every ANON_TTL_S; the
         # cursor names the list its first page came from (kept a while longer), so paging on
         # never skips or repeats an item when a newer list replaces it.
-        self._anon: dict[str, tuple[float, int]] = {}
+        self._anon: dict[str, tuple[float, int, Catalog]] = {}
         self._anon_lists: OrderedDict[int, list[Ranked]] = OrderedDict()
         self._tasks: set[asyncio.Task] = set()
         self._db = None  # the deployment's Database, known from the first page
@@ -320,6 +320,16 @@ class ForYouEngine:
             mode = FALLBACK
         if mode != FALLBACK and (profile is None or profile.event_count < settings.feed_cold_start_events):
             mode = COLD_START
+        if mode == COLD_START and user_id and not follows:
+            # A new viewer who follows nobody gets what an anonymous viewer of the region gets
+            # (trending + exploration, ranked once per region every ANON_TTL_S and shared),
+            # minus what they may not see: their first page costs a filter, not a ranking.
+            _listing, shared = await self._anonymous_listing(session, db, region=region, first_page=True, listing=0)
+            viewer_ctx = SourceContext(user_id=user_id, catalog=catalog, settings=settings, now=now,
+                                       blocked=blocked, exclude=exclude)
+            allowed = [item for item in shared if viewer_ctx.allowed(item.video_id)]
+            return (diversify(allowed, previous_creators=list(previous_creators), limit=settings.feed_queue_size),
+                    mode, dropped)
         state = profile.to_state(follows) if profile is not None else None
         ctx = SourceContext(
             user_id=user_id, catalog=catalog, settings=settings, now=now, k=settings.feed_queue_size,
@@ -519,11 +529,14 @@ class ForYouEngine:
         if not first_page and listing in self._anon_lists:
             return listing, self._anon_lists[listing]
         current = self._anon.get(region)
+        # Rebuilt when old, and with every new catalog snapshot (new uploads show up as soon as
+        # the catalog has them: signed-in newcomers are served from this list too).
+        catalog = await self.catalog.get(self.settings, db, session)
         if (current is None or current[1] not in self._anon_lists or settings_refresh_always(self.settings)
-                or time.monotonic() - current[0] > ANON_TTL_S):
+                or time.monotonic() - current[0] > ANON_TTL_S or current[2] is not catalog):
             items, _mode, _dropped = await self.rank(session, db, None, region=region)
             listing = time.time_ns()
-            self._anon[region] = (time.monotonic(), listing)
+            self._anon[region] = (time.monotonic(), listing, catalog)
             self._anon_lists[listing] = items
             while len(self._anon_lists) > ANON_LISTINGS_KEPT:
                 self._anon_lists.popitem(last=False)
