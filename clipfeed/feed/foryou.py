@@ -463,6 +463,7 @@ class ForYouEngine:
             await self.refill(session, db, viewer, queue, region_code)
         picked: list[tuple[Ranked, object]] = []
         liked: set[str] = set()
+        picked_ids: set[str] = set()
         refilled = False
         while len(picked) < limit:
             if not queue.items:
@@ -480,8 +481,10 @@ class ForYouEngine:
                 if len(picked) >= limit:
                     break
                 row = found.get(item.video_id)
-                if row is None:
-                    taken.add(item.video_id)  # hidden since it was ranked: gone for good
+                if row is None or item.video_id in picked_ids or item.video_id in queue.served_ids:
+                    # Hidden since it was ranked, or already served: a background re-rank may
+                    # have swapped the queue in while this page awaited the database.
+                    taken.add(item.video_id)
                     continue
                 if not fits_creator_rules(item, history):
                     continue  # stays queued for a later slot
@@ -489,6 +492,7 @@ class ForYouEngine:
                 if liked_it:
                     liked.add(item.video_id)
                 picked.append((item, video))
+                picked_ids.add(item.video_id)
                 history.append(item.creator_id)
                 taken.add(item.video_id)
             before = len(queue.items)
