@@ -259,7 +259,69 @@ async def measure(settings: Settings, data: Dataset, pages: int, profile: str | 
                 latency = time.perf_counter() - t_event
                 shown = any(item["owner_id"] == creator for item in body["items"])
                 results["reflect"].append((latency, shown))
+    results["tokens"] = {uid: tokens[uid] for uid in sample}
     return results
+
+
+async def measure_uvicorn(values: dict, tokens: dict[str, str], *, workers: int, concurrency: int,
+                          seconds: float) -> dict:
+    """pages/s against a real uvicorn with `workers` processes over loopback HTTP, and the CPU
+    time of the server processes per page (the load generator runs on the same 2 cores)."""
+    import os
+    import socket
+    import subprocess
+
+    import httpx
+    import psutil
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "CLIPFEED_RUN_WORKERS": "false",
+           **{f"CLIPFEED_{key.upper()}": str(value) for key, value in values.items()}}
+    server = subprocess.Popen([sys.executable, "-m", "uvicorn", "clipfeed.app:create_app", "--factory",
+                               "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
+                               "--log-level", "warning", "--no-access-log"], env=env)
+    base = f"http://127.0.0.1:{port}"
+    users = list(tokens)
+    try:
+        async with httpx.AsyncClient(base_url=base, timeout=120,
+                                     limits=httpx.Limits(max_connections=concurrency)) as client:
+            deadline = time.monotonic() + 120
+            while True:  # the server is up when it answers
+                try:
+                    if (await client.get("/api/v1/feed/trending")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError("uvicorn did not start")
+                await asyncio.sleep(0.2)
+
+            async def run(until: float, counter: list[int], worker: int) -> None:
+                i = worker
+                while time.monotonic() < until:
+                    uid = users[i % len(users)]
+                    i += concurrency
+                    response = await client.get("/api/v1/feed/for-you", params={"limit": 10},
+                                                headers={"Authorization": f"Bearer {tokens[uid]}"})
+                    assert response.status_code == 200, response.text
+                    counter[0] += 1
+
+            # Warm-up (every worker process loads its catalog and ranks its users' first queues).
+            warm = [0]
+            await asyncio.gather(*(run(time.monotonic() + seconds, warm, w) for w in range(concurrency)))
+            children = psutil.Process(server.pid).children(recursive=True)
+            cpu0 = sum(sum(c.cpu_times()[:2]) for c in children)
+            served, t0 = [0], time.perf_counter()
+            await asyncio.gather(*(run(time.monotonic() + seconds, served, w) for w in range(concurrency)))
+            wall = time.perf_counter() - t0
+            cpu = sum(sum(c.cpu_times()[:2]) for c in children) - cpu0
+        return {"pages": served[0], "pages_per_s": served[0] / wall, "server_cpu_ms_per_page": cpu * 1000 / max(1, served[0]),
+                "load": os.getloadavg()[0]}
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 def main() -> None:
@@ -271,6 +333,9 @@ def main() -> None:
     parser.add_argument("--postgres", action="store_true", help=f"PostgreSQL ({PG_URL}) in a scratch schema")
     parser.add_argument("--offline-training", action=argparse.BooleanOptionalAction, default=True,
                         help="also run feed-offline's training job (ALS + LightGBM ranker) and serve its models")
+    parser.add_argument("--uvicorn-workers", type=int, default=2,
+                        help="also measure pages/s against a real uvicorn with this many processes (0: skip)")
+    parser.add_argument("--uvicorn-seconds", type=float, default=20.0)
     parser.add_argument("--concurrency", type=int, default=8, help="clients at once in the throughput phase")
     parser.add_argument("--profile", metavar="FILE", help="write a cProfile of the For You page loop to FILE")
     parser.add_argument("--seconds", type=int, default=0, help="ignored (shared CLI flag)")
@@ -310,6 +375,10 @@ def main() -> None:
             results = asyncio.run(measure(settings, data, args.pages, args.profile, args.concurrency))
             results["concurrent_clients"] = args.concurrency
             results["offline"] = offline
+            if args.uvicorn_workers:
+                results["uvicorn"] = asyncio.run(measure_uvicorn(
+                    values, results["tokens"], workers=args.uvicorn_workers, concurrency=2 * args.concurrency,
+                    seconds=args.uvicorn_seconds))
         finally:
             if schema:
                 asyncio.run(_pg(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
@@ -340,6 +409,11 @@ def main() -> None:
          ">= 300 on 2 cores",
          f"CPU-bound capacity on 2 cores ~ {2000 / results['concurrent']['cpu_ms_per_page']:.0f}/s "
          + ("ok" if 2000 / results['concurrent']['cpu_ms_per_page'] >= 300 else "MISSED")],
+        *([[f"For You pages/s, real uvicorn, {args.uvicorn_workers} processes, {2 * args.concurrency} HTTP clients",
+            f"{results['uvicorn']['pages_per_s']:.0f} ({results['uvicorn']['server_cpu_ms_per_page']:.1f} server CPU ms/page)",
+            ">= 300 on 2 cores",
+            f"load {results['uvicorn']['load']:.1f}; server CPU capacity ~ "
+            f"{2000 / results['uvicorn']['server_cpu_ms_per_page']:.0f}/s"]] if "uvicorn" in results else []),
         ["event -> next page (re-ranked from it)", (f"median {percentile(reflect, 50) * 1000:.0f} ms, max "
                                                      f"{max(reflect) * 1000:.0f} ms" if reflect else "n/a"),
          "<= 1 s", f"creator in that page: {shown}/{len(results['reflect'])}"
