@@ -45,7 +45,7 @@ from clipfeed.feed import events as feed_events
 from clipfeed.feed import trending
 from clipfeed.feed.feature_store import FeatureStore, VideoCounters, deployment_key, feature_store, load_user
 from clipfeed.feed.models import Impression, NotInterested
-from clipfeed.feed.reranking import Ranked, fits_creator_rules, diversify, visible_rows
+from clipfeed.feed.reranking import LOOKAHEAD, Ranked, diversify, fits_creator_rules, visible_rows
 from clipfeed.feed.sources import Catalog, CatalogCache, SourceContext, build_sources, run_sources
 from clipfeed.media import service as media
 from clipfeed.social.models import Block, Follow
@@ -383,13 +383,19 @@ class ForYouEngine:
         scores = weighted_score(heads, settings.feed_score_weights)
 
         head_names = list(heads)
-        head_rows = [tuple(zip(head_names, row)) for row in
-                     np.column_stack([np.asarray(heads[h], np.float64) for h in head_names]).tolist()]
+        head_rows = np.column_stack([np.asarray(heads[h], np.float64) for h in head_names]).tolist()
         score_list = np.asarray(scores, np.float64).tolist()
-        ranked = [Ranked(vid, meta.creator_id, score_list[i], meta.hashtags, tuple(sorted(merged[vid])),
-                         detail=(head_rows[i], tuple(merged[vid].items())))
-                  for i, (vid, meta) in enumerate(zip(ids, metas))]
-        ranked.sort(key=lambda r: (-r.score, r.video_id))
+        order = sorted(range(len(ids)), key=lambda i: (-score_list[i], ids[i]))
+        # Only the best queue_size + LOOKAHEAD can reach the queue (diversify looks no further
+        # down), plus the exploration items the reserved share may pull up: the other ~2/3 of
+        # the candidates need no Ranked object (the output is the same).
+        keep = order[:settings.feed_queue_size + LOOKAHEAD]
+        if settings.feed_exploration_share > 0:
+            quota = math.ceil(settings.feed_exploration_share * settings.feed_queue_size)
+            keep += [i for i in order[len(keep):] if "exploration" in merged[ids[i]]][:quota]
+        ranked = [Ranked(ids[i], metas[i].creator_id, score_list[i], metas[i].hashtags, tuple(sorted(merged[ids[i]])),
+                         detail=(tuple(zip(head_names, head_rows[i])), tuple(merged[ids[i]].items())))
+                  for i in keep]
         ranked = _reserve_exploration(ranked, settings.feed_exploration_share, settings.feed_queue_size)
         return diversify(ranked, previous_creators=list(previous_creators), limit=settings.feed_queue_size), mode, dropped
 
