@@ -15,6 +15,12 @@ unless a LightGBM model is published. Page latency is server-side: the FastAPI a
 in process over ASGI (no sockets), one request at a time, so pages/s is the throughput of one
 process on one core; the baseline is the Trending page measured the same way in the same run.
 Training runs in a forked child so its peak RSS is its own.
+
+Because the machine is shared, every page class also reports its CPU time (process_time of the
+whole process per sequential request) next to the Trending page's, and throughput is measured
+twice: 8 concurrent in-process clients (pages/s and CPU per page, background refills included)
+and a real `uvicorn --workers 2` over loopback HTTP (pages/s and the server processes' CPU per
+page; `--uvicorn-workers 0` skips it). `--profile FILE` writes a cProfile of the page loop.
 """
 
 from __future__ import annotations
