@@ -125,6 +125,18 @@ class UserQueue:
     rerank_generation: int = -1  # the generation that re-rank was started for
     viewer: User | None = None
     region: str | None = None
+    serving: int = 0  # pages of this user picking from the queue right now
+    pending: list = field(default_factory=list)  # background results waiting for them to finish
+
+
+def _apply_when_idle(queue: UserQueue, apply) -> None:
+    """Apply a background ranking's result to the queue now, or, while a page of this user is
+    picking from it (awaiting the database), right after that page: swapping the queue under a
+    page would let it serve an item twice or judge "nothing placeable" on the wrong list."""
+    if queue.serving:
+        queue.pending.append(apply)
+    else:
+        apply()
 
 
 class ForYouEngine:
@@ -192,14 +204,18 @@ class ForYouEngine:
         except Exception:  # noqa: BLE001 - the next page refills synchronously
             log.warning("background For You re-rank failed", exc_info=True)
             return
-        if queue.generation == generation:
-            queue.items = [item for item in items if item.video_id not in queue.served_ids]
-            queue.mode, queue.dropped, queue.events_seen = mode, dropped, events_seen
-            queue.stale = False
-            queue.built_at = time.time()
-        elif queue.stale:
-            # Events arrived meanwhile: rank again with them (once this task has finished).
-            asyncio.get_running_loop().call_soon(self._rerank_soon, queue)
+
+        def apply() -> None:
+            if queue.generation == generation:
+                queue.items = [item for item in items if item.video_id not in queue.served_ids]
+                queue.mode, queue.dropped, queue.events_seen = mode, dropped, events_seen
+                queue.stale = False
+                queue.built_at = time.time()
+            elif queue.stale:
+                # Events arrived meanwhile: rank again with them (once this task has finished).
+                asyncio.get_running_loop().call_soon(self._rerank_soon, queue)
+
+        _apply_when_idle(queue, apply)
 
     def _read_session(self):
         """A read-only session for background ranking: on SQLite a deferred BEGIN, so ranking's
@@ -320,16 +336,6 @@ class ForYouEngine:
             mode = FALLBACK
         if mode != FALLBACK and (profile is None or profile.event_count < settings.feed_cold_start_events):
             mode = COLD_START
-        if mode == COLD_START and user_id and not follows:
-            # A new viewer who follows nobody gets what an anonymous viewer of the region gets
-            # (trending + exploration, ranked once per region every ANON_TTL_S and shared),
-            # minus what they may not see: their first page costs a filter, not a ranking.
-            _listing, shared = await self._anonymous_listing(session, db, region=region, first_page=True, listing=0)
-            viewer_ctx = SourceContext(user_id=user_id, catalog=catalog, settings=settings, now=now,
-                                       blocked=blocked, exclude=exclude)
-            allowed = [item for item in shared if viewer_ctx.allowed(item.video_id)]
-            return (diversify(allowed, previous_creators=list(previous_creators), limit=settings.feed_queue_size),
-                    mode, dropped)
         state = profile.to_state(follows) if profile is not None else None
         ctx = SourceContext(
             user_id=user_id, catalog=catalog, settings=settings, now=now, k=settings.feed_queue_size,
@@ -413,10 +419,14 @@ class ForYouEngine:
             async with self._read_session() as session:
                 items, mode, dropped = await self.rank(session, db, viewer, region=region,
                                                        previous_creators=queue.served_creators)
-            if not queue.stale:  # an event in between wins: the next page refills anyway
-                skip = {item.video_id for item in queue.items} | queue.served_ids
-                queue.items = (queue.items + [i for i in items if i.video_id not in skip])[:self.settings.feed_queue_size]
-                queue.mode, queue.dropped = mode, dropped
+
+            def apply() -> None:
+                if not queue.stale:  # an event in between wins: the next page refills anyway
+                    skip = {item.video_id for item in queue.items} | queue.served_ids
+                    queue.items = (queue.items + [i for i in items if i.video_id not in skip])[:self.settings.feed_queue_size]
+                    queue.mode, queue.dropped = mode, dropped
+
+            _apply_when_idle(queue, apply)
         except Exception:  # noqa: BLE001 - the next page refills synchronously
             log.warning("background For You refill failed", exc_info=True)
         finally:
@@ -467,6 +477,20 @@ class ForYouEngine:
                 pass
         if queue.stale or not queue.items:
             await self.refill(session, db, viewer, queue, region_code)
+        queue.serving += 1
+        try:
+            return await self._serve(session, db, viewer, queue, limit=limit, position=position,
+                                     region_code=region_code)
+        finally:
+            queue.serving -= 1
+            if not queue.serving:
+                pending, queue.pending = queue.pending, []
+                for apply in pending:
+                    apply()
+
+    async def _serve(self, session: AsyncSession, db, viewer: User, queue: UserQueue, *, limit: int,
+                     position: dict, region_code: str) -> dict:
+        settings = self.settings
         picked: list[tuple[Ranked, object]] = []
         liked: set[str] = set()
         picked_ids: set[str] = set()
