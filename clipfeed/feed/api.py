@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query
+from fastapi.responses import JSONResponse
 
 from clipfeed.deps import CurrentUser, Db, OptionalUser, Pagination, Session, Settings, Store
 from clipfeed.feed import foryou, trending
 from clipfeed.feed.following import following_feed
-from clipfeed.media.presenter import present_videos
+from clipfeed.media.presenter import present_videos, video_out
 from clipfeed.social import tags
 
 router = APIRouter(prefix="/api/v1", tags=["feeds"])
@@ -57,15 +58,17 @@ async def feed_for_you(session: Session, db: Db, store: Store, viewer: OptionalU
                        explain: bool = False, region: Region = None):
     engine = foryou.engine_for(settings, store)
     page = await engine.page(session, db, viewer, limit=limit, cursor=cursor, region=region)
-    videos = [video for _item, video in page["items"]]
-    items = await present_videos(session, videos, viewer, settings)
+    # The page's visibility query also read the viewer's likes: no second query, and the
+    # body goes out as a JSONResponse of plain dicts (FastAPI's encoder walk cost ~1.5 ms/page).
+    liked = page["liked"]
+    items = [video_out(video, viewer, settings, liked=video.id in liked) for _item, video in page["items"]]
     if explain:
         for out, (item, _video) in zip(items, page["items"]):
             out["explain"] = foryou.explain_item(item)
     body = {"items": items, "next_cursor": page["next_cursor"], "mode": page["mode"]}
     if explain:
         body["dropped"] = page["dropped"]
-    return body
+    return JSONResponse(body)
 
 
 @router.post("/videos/{video_id}/not-interested")

@@ -34,6 +34,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
+import numpy as np
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -44,7 +45,7 @@ from clipfeed.feed import events as feed_events
 from clipfeed.feed import trending
 from clipfeed.feed.feature_store import FeatureStore, VideoCounters, deployment_key, feature_store, load_user
 from clipfeed.feed.models import Impression, NotInterested
-from clipfeed.feed.reranking import Ranked, fits_creator_rules, diversify, visible_ids
+from clipfeed.feed.reranking import LOOKAHEAD, Ranked, diversify, fits_creator_rules, visible_rows
 from clipfeed.feed.sources import Catalog, CatalogCache, SourceContext, build_sources, run_sources
 from clipfeed.media import service as media
 from clipfeed.social.models import Block, Follow
@@ -119,6 +120,23 @@ class UserQueue:
     dropped: dict[str, str] = field(default_factory=dict)
     served_ids: set[str] = field(default_factory=set)  # shown by this process (races with refills)
     events_seen: int | None = None  # the profile's event count when the queue was ranked
+    generation: int = 0  # bumped by each of the user's events; a re-rank applies only if unchanged
+    rerank: asyncio.Task | None = None  # the background re-rank started by the user's events
+    rerank_generation: int = -1  # the generation that re-rank was started for
+    viewer: User | None = None
+    region: str | None = None
+    serving: int = 0  # pages of this user picking from the queue right now
+    pending: list = field(default_factory=list)  # background results waiting for them to finish
+
+
+def _apply_when_idle(queue: UserQueue, apply) -> None:
+    """Apply a background ranking's result to the queue now, or, while a page of this user is
+    picking from it (awaiting the database), right after that page: swapping the queue under a
+    page would let it serve an item twice or judge "nothing placeable" on the wrong list."""
+    if queue.serving:
+        queue.pending.append(apply)
+    else:
+        apply()
 
 
 class ForYouEngine:
@@ -137,9 +155,11 @@ class ForYouEngine:
         # Anonymous viewers share one ranked list per region, rebuilt every ANON_TTL_S; the
         # cursor names the list its first page came from (kept a while longer), so paging on
         # never skips or repeats an item when a newer list replaces it.
-        self._anon: dict[str, tuple[float, int]] = {}
+        self._anon: dict[str, tuple[float, int, Catalog]] = {}
         self._anon_lists: OrderedDict[int, list[Ranked]] = OrderedDict()
         self._tasks: set[asyncio.Task] = set()
+        self._db = None  # the deployment's Database, known from the first page
+        self._read_sessions = None
         feed_events.add_listener(settings, self.on_event)
 
     # -- events -------------------------------------------------------------------------------
@@ -153,8 +173,59 @@ class ForYouEngine:
             if queue is None:
                 return
             queue.stale = True
+            queue.generation += 1
             if event.kind == "not_interested" and event.video_id:
                 queue.items = [item for item in queue.items if item.video_id != event.video_id]
+        self._rerank_soon(queue)
+
+    def _rerank_soon(self, queue: UserQueue) -> None:
+        """Re-rank the user's queue now, in the background: the user is still watching, so their
+        next page finds it ready instead of ranking on the request path."""
+        if queue.viewer is None or self._db is None:
+            return
+        if queue.rerank is not None and not queue.rerank.done():
+            return  # when it finishes it sees the newer generation and starts over
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # not on an event loop (a worker thread): the next page refills
+        queue.rerank_generation = queue.generation
+        queue.rerank = loop.create_task(self._rerank(queue))
+        self._tasks.add(queue.rerank)
+        queue.rerank.add_done_callback(self._tasks.discard)
+
+    async def _rerank(self, queue: UserQueue) -> None:
+        generation = queue.generation
+        try:
+            async with self._read_session() as session:
+                items, mode, dropped = await self.rank(session, self._db, queue.viewer, region=queue.region,
+                                                       previous_creators=queue.served_creators)
+                events_seen = self._event_count(queue.viewer.id)
+        except Exception:  # noqa: BLE001 - the next page refills synchronously
+            log.warning("background For You re-rank failed", exc_info=True)
+            return
+
+        def apply() -> None:
+            if queue.generation == generation:
+                queue.items = [item for item in items if item.video_id not in queue.served_ids]
+                queue.mode, queue.dropped, queue.events_seen = mode, dropped, events_seen
+                queue.stale = False
+                queue.built_at = time.time()
+            elif queue.stale:
+                # Events arrived meanwhile: rank again with them (once this task has finished).
+                asyncio.get_running_loop().call_soon(self._rerank_soon, queue)
+
+        _apply_when_idle(queue, apply)
+
+    def _read_session(self):
+        """A read-only session for background ranking: on SQLite a deferred BEGIN, so ranking's
+        reads never hold the write lock that requests' BEGIN IMMEDIATE waits for."""
+        from sqlalchemy.ext.asyncio import async_sessionmaker
+
+        if self._read_sessions is None:
+            self._read_sessions = async_sessionmaker(trending._read_engine(self.settings), expire_on_commit=False,
+                                                     info={"settings": self.settings})
+        return self._read_sessions.begin()
 
     def close(self) -> None:
         feed_events.remove_listener(self.settings, self.on_event)
@@ -317,11 +388,20 @@ class ForYouEngine:
         heads = (ranker or HeuristicRanker()).predict(X)
         scores = weighted_score(heads, settings.feed_score_weights)
 
-        ranked = [Ranked(vid, meta.creator_id, float(scores[i]), meta.hashtags, tuple(sorted(merged[vid])),
-                         {**{f"head_{h}": round(float(p[i]), 5) for h, p in heads.items()},
-                          **{f"source_{s}": round(v, 5) for s, v in merged[vid].items()}})
-                  for i, (vid, meta) in enumerate(zip(ids, metas))]
-        ranked.sort(key=lambda r: (-r.score, r.video_id))
+        head_names = list(heads)
+        head_rows = np.column_stack([np.asarray(heads[h], np.float64) for h in head_names]).tolist()
+        score_list = np.asarray(scores, np.float64).tolist()
+        order = sorted(range(len(ids)), key=lambda i: (-score_list[i], ids[i]))
+        # Only the best queue_size + LOOKAHEAD can reach the queue (diversify looks no further
+        # down), plus the exploration items the reserved share may pull up: the other ~2/3 of
+        # the candidates need no Ranked object (the output is the same).
+        keep = order[:settings.feed_queue_size + LOOKAHEAD]
+        if settings.feed_exploration_share > 0:
+            quota = math.ceil(settings.feed_exploration_share * settings.feed_queue_size)
+            keep += [i for i in order[len(keep):] if "exploration" in merged[ids[i]]][:quota]
+        ranked = [Ranked(ids[i], metas[i].creator_id, score_list[i], metas[i].hashtags, tuple(sorted(merged[ids[i]])),
+                         detail=(tuple(zip(head_names, head_rows[i])), tuple(merged[ids[i]].items())))
+                  for i in keep]
         ranked = _reserve_exploration(ranked, settings.feed_exploration_share, settings.feed_queue_size)
         return diversify(ranked, previous_creators=list(previous_creators), limit=settings.feed_queue_size), mode, dropped
 
@@ -336,13 +416,17 @@ class ForYouEngine:
 
     async def _background_refill(self, db, viewer: User, queue: UserQueue, region: str) -> None:
         try:
-            async with db.transaction() as session:
+            async with self._read_session() as session:
                 items, mode, dropped = await self.rank(session, db, viewer, region=region,
                                                        previous_creators=queue.served_creators)
-            if not queue.stale:  # an event in between wins: the next page refills anyway
-                skip = {item.video_id for item in queue.items} | queue.served_ids
-                queue.items = (queue.items + [i for i in items if i.video_id not in skip])[:self.settings.feed_queue_size]
-                queue.mode, queue.dropped = mode, dropped
+
+            def apply() -> None:
+                if not queue.stale:  # an event in between wins: the next page refills anyway
+                    skip = {item.video_id for item in queue.items} | queue.served_ids
+                    queue.items = (queue.items + [i for i in items if i.video_id not in skip])[:self.settings.feed_queue_size]
+                    queue.mode, queue.dropped = mode, dropped
+
+            _apply_when_idle(queue, apply)
         except Exception:  # noqa: BLE001 - the next page refills synchronously
             log.warning("background For You refill failed", exc_info=True)
         finally:
@@ -377,12 +461,39 @@ class ForYouEngine:
             return await self._anonymous_page(session, db, limit=limit, offset=position["offset"],
                                               page_no=position["page"], listing=position["listing"],
                                               region=region_code)
+        self._db = db
         queue = self._queue(viewer.id)
+        queue.viewer, queue.region = viewer, region_code
         if self.settings.redis_url and not queue.stale and queue.events_seen != self._event_count(viewer.id):
             queue.stale = True  # the user's events were handled by another API process
+        if (queue.stale and queue.rerank is not None and not queue.rerank.done()
+                and queue.rerank_generation == queue.generation):
+            # The re-rank started by the user's latest event is under way: its result is what
+            # this page must reflect, so wait for it rather than rank a second time. (One started
+            # for an older event would not reflect the latest: the page ranks itself below.)
+            try:
+                await asyncio.shield(queue.rerank)
+            except Exception:  # noqa: BLE001 - logged by the task; refilled below
+                pass
         if queue.stale or not queue.items:
             await self.refill(session, db, viewer, queue, region_code)
+        queue.serving += 1
+        try:
+            return await self._serve(session, db, viewer, queue, limit=limit, position=position,
+                                     region_code=region_code)
+        finally:
+            queue.serving -= 1
+            if not queue.serving:
+                pending, queue.pending = queue.pending, []
+                for apply in pending:
+                    apply()
+
+    async def _serve(self, session: AsyncSession, db, viewer: User, queue: UserQueue, *, limit: int,
+                     position: dict, region_code: str) -> dict:
+        settings = self.settings
         picked: list[tuple[Ranked, object]] = []
+        liked: set[str] = set()
+        picked_ids: set[str] = set()
         refilled = False
         while len(picked) < limit:
             if not queue.items:
@@ -393,19 +504,25 @@ class ForYouEngine:
                 if not queue.items:
                     break
             chunk = queue.items[:2 * limit]
-            found = await visible_ids(session, viewer.id, [item.video_id for item in chunk])
+            found = await visible_rows(session, viewer.id, [item.video_id for item in chunk])
             history = list(queue.served_creators) + [item.creator_id for item, _ in picked]
             taken = set()
             for item in chunk:
                 if len(picked) >= limit:
                     break
-                video = found.get(item.video_id)
-                if video is None:
-                    taken.add(item.video_id)  # hidden since it was ranked: gone for good
+                row = found.get(item.video_id)
+                if row is None or item.video_id in picked_ids or item.video_id in queue.served_ids:
+                    # Hidden since it was ranked, or already served: a background re-rank may
+                    # have swapped the queue in while this page awaited the database.
+                    taken.add(item.video_id)
                     continue
                 if not fits_creator_rules(item, history):
                     continue  # stays queued for a later slot
+                video, liked_it = row
+                if liked_it:
+                    liked.add(item.video_id)
                 picked.append((item, video))
+                picked_ids.add(item.video_id)
                 history.append(item.creator_id)
                 taken.add(item.video_id)
             before = len(queue.items)
@@ -436,7 +553,8 @@ class ForYouEngine:
             queue.refilling = True
             self._spawn(self._background_refill(db, viewer, queue, region_code))
         next_cursor = encode_cursor(settings, viewer.id, position["page"] + 1) if picked else None
-        return {"items": picked, "mode": queue.mode, "next_cursor": next_cursor, "dropped": dict(queue.dropped)}
+        return {"items": picked, "mode": queue.mode, "next_cursor": next_cursor, "dropped": dict(queue.dropped),
+                "liked": liked}
 
     async def _anonymous_listing(self, session: AsyncSession, db, *, region: str, first_page: bool,
                                  listing: int) -> tuple[int, list[Ranked]]:
@@ -445,11 +563,14 @@ class ForYouEngine:
         if not first_page and listing in self._anon_lists:
             return listing, self._anon_lists[listing]
         current = self._anon.get(region)
+        # Rebuilt when old, and with every new catalog snapshot (new uploads show up as soon as
+        # the catalog has them: signed-in newcomers are served from this list too).
+        catalog = await self.catalog.get(self.settings, db, session)
         if (current is None or current[1] not in self._anon_lists or settings_refresh_always(self.settings)
-                or time.monotonic() - current[0] > ANON_TTL_S):
+                or time.monotonic() - current[0] > ANON_TTL_S or current[2] is not catalog):
             items, _mode, _dropped = await self.rank(session, db, None, region=region)
             listing = time.time_ns()
-            self._anon[region] = (time.monotonic(), listing)
+            self._anon[region] = (time.monotonic(), listing, catalog)
             self._anon_lists[listing] = items
             while len(self._anon_lists) > ANON_LISTINGS_KEPT:
                 self._anon_lists.popitem(last=False)
@@ -464,17 +585,17 @@ class ForYouEngine:
         position = offset
         while len(picked) < limit and position < len(items):
             chunk = items[position:position + 2 * limit]
-            found = await visible_ids(session, None, [item.video_id for item in chunk])
+            found = await visible_rows(session, None, [item.video_id for item in chunk])
             for item in chunk:
                 position += 1
-                video = found.get(item.video_id)
+                video = found.get(item.video_id, (None,))[0]
                 if video is not None:
                     picked.append((item, video))
                     if len(picked) == limit:
                         break
         next_cursor = (encode_cursor(self.settings, None, page_no + 1, position, listing)
                        if position < len(items) else None)
-        return {"items": picked, "mode": COLD_START, "next_cursor": next_cursor, "dropped": {}}
+        return {"items": picked, "mode": COLD_START, "next_cursor": next_cursor, "dropped": {}, "liked": set()}
 
 
 def settings_refresh_always(settings: Settings) -> bool:
@@ -515,7 +636,9 @@ async def _record_impressions(session: AsyncSession, user_id: str, video_ids: li
 
     now = utcnow()
     rows = [{"user_id": user_id, "video_id": vid, "created_at": now} for vid in video_ids]
-    inserted = await session.scalars(insert_ignore(session, Impression).values(rows).returning(Impression.video_id))
+    # executemany with RETURNING (SQLAlchemy's "insertmanyvalues"): one statement whose compiled
+    # form is cached, where .values(rows) compiled a new multi-row INSERT for every page (~2 ms).
+    inserted = await session.scalars(insert_ignore(session, Impression).returning(Impression.video_id), rows)
     return set(inserted.all())
 
 
@@ -555,6 +678,6 @@ async def not_interested(session: AsyncSession, video_id: str, user: User) -> di
 
 
 def explain_item(item: Ranked) -> dict:
-    return {"sources": list(item.sources), "score": round(item.score, 6), "parts": item.parts}
+    return {"sources": list(item.sources), "score": round(item.score, 6), "parts": item.explained_parts()}
 
 

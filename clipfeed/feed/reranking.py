@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
-from sqlalchemy import select
+from sqlalchemy import and_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clipfeed.media import service as media
@@ -37,6 +37,15 @@ class Ranked:
     hashtags: tuple[str, ...] = ()
     sources: tuple[str, ...] = ()
     parts: dict[str, float] = field(default_factory=dict)
+    # Raw (head, value) and (source, score) pairs behind `parts`, kept unformatted: only an
+    # ?explain=1 page needs the dict, and building ~100 of them per refill cost ~5 ms.
+    detail: tuple = ()
+
+    def explained_parts(self) -> dict[str, float]:
+        if self.parts or not self.detail:
+            return self.parts
+        heads, sources = self.detail
+        return {**{f"head_{h}": round(v, 5) for h, v in heads}, **{f"source_{s}": round(v, 5) for s, v in sources}}
 
 
 def fits_creator_rules(item: Ranked, history: list[Ranked | str]) -> bool:
@@ -128,7 +137,24 @@ def respects_creator_rules(creators: list[str]) -> bool:
 async def visible_ids(session: AsyncSession, viewer_id: str | None, video_ids: list[str]) -> dict[str, Video]:
     """The videos among `video_ids` that the viewer may see in a list right now (ready, public or
     followers-only for followers, no block either way), one query."""
+    return {vid: video for vid, (video, _liked) in (await visible_rows(session, viewer_id, video_ids)).items()}
+
+
+async def visible_rows(session: AsyncSession, viewer_id: str | None, video_ids: list[str]) -> dict[str, tuple[Video, bool]]:
+    """visible_ids plus the viewer's like of each video, in the same single query (a page then
+    needs no second round trip for the `liked` flags). The videos are plain rows with the
+    Video columns as attributes (what `video_out` reads): a page only presents them, and
+    skipping the ORM's identity map and instance state saves ~1 ms per page."""
     if not video_ids:
         return {}
-    rows = (await session.scalars(select(Video).where(Video.id.in_(video_ids), media.listed_filter(viewer_id)))).all()
-    return {video.id: video for video in rows}
+    columns = list(Video.__table__.c)
+    if viewer_id is None:
+        rows = (await session.execute(select(*columns).where(Video.id.in_(video_ids), media.listed_filter(None)))).all()
+        return {row.id: (row, False) for row in rows}
+    from clipfeed.social.models import Like
+
+    rows = (await session.execute(
+        select(*columns, Like.video_id.is_not(None).label("viewer_likes"))
+        .outerjoin(Like, and_(Like.video_id == Video.id, Like.user_id == viewer_id))
+        .where(Video.id.in_(video_ids), media.listed_filter(viewer_id)))).all()
+    return {row.id: (row, bool(row.viewer_likes)) for row in rows}

@@ -317,3 +317,33 @@ def test_events_handled_by_another_process_restale_the_queue(client, settings):
     body = page(client, viewer["headers"], limit=5, explain=1)
     assert body["mode"] == "personalized"
     assert any(item["owner_id"] == star and "affinity" in item["explain"]["sources"] for item in body["items"])
+
+
+def test_an_event_reranks_the_queue_in_the_background_before_the_next_page(client, settings):
+    """The user's events re-rank their queue while they watch: the next page is served from it
+    without ranking on the request path, and already reflects the events."""
+    from clipfeed.feed import foryou
+    from clipfeed.feed.feature_store import deployment_key
+    from tests.conftest import wait_for
+
+    platform = topical_platform(settings)
+    cats = set(platform["by_topic"]["cats"])
+    viewer = f.make_user(settings, "viewer")
+    first = page(client, viewer["headers"], limit=3)
+    assert first["mode"] == "cold_start"
+    engine = foryou._engines[deployment_key(settings)]
+    queue = engine.queues[viewer["id"]]
+    built = queue.built_at
+    for video_id in list(cats)[:3]:
+        watch(client, viewer["headers"], video_id, completed=True, like=True)
+    # No page asked for: the events alone re-rank the queue (a real background task).
+    wait_for(lambda: not queue.stale and queue.built_at > built and queue.mode == "personalized",
+             timeout=30, message="the background re-rank")
+    reranked_at = queue.built_at
+
+    second = page(client, viewer["headers"], limit=5, explain=1)
+    assert second["mode"] == "personalized"
+    assert queue.built_at == reranked_at  # served from the background ranking, not re-ranked
+    ids = [item["id"] for item in second["items"]]
+    assert ids[0] in cats and "affinity" in second["items"][0]["explain"]["sources"]
+    assert not {i["id"] for i in first["items"]} & set(ids)

@@ -322,8 +322,11 @@ class ClipfeedRecommender:
     def __init__(self, *, weights: Mapping[str, float] | None = None, seed: int = 0, label_fractions: Sequence[float] = (0.25, 0.45),
                  negatives_per_user: int = 60, n_estimators: int = 150, use_itemknn: bool = True,
                  als_params: dict | None = None, diversity: bool = True, learn_to_rank: bool = True,
-                 state_options: Mapping | None = None):
-        """`state_options` go to every LogState (e.g. the online event weights for training)."""
+                 state_options: Mapping | None = None, blend_without_metadata: bool = False):
+        """`state_options` go to every LogState (e.g. the online event weights for training).
+        `blend_without_metadata`: on a log without item metadata, rank with `blend.SignalBlend`
+        (offline evaluation of u.data logs; the served ranker always has the videos' metadata)."""
+        self.blend_without_metadata = blend_without_metadata
         self.state_options = dict(state_options or {})
         self.learn_to_rank = learn_to_rank
         self.weights = dict(weights or DEFAULT_WEIGHTS)
@@ -339,6 +342,14 @@ class ClipfeedRecommender:
     def fit(self, train: InteractionLog, catalogue: Sequence[str]) -> ClipfeedRecommender:
         if self.als_params is None:
             self.als_params = ALS(seed=self.seed).fit(train, catalogue).params
+        self.blend = None
+        if self.blend_without_metadata and not train.items:
+            # No metadata (a u.data log): the metadata-driven sources and features are empty and
+            # the learned ranker measured no better than ALS; blend what the log does hold.
+            from clipfeed.feed.recsys.blend import SignalBlend
+
+            self.blend = SignalBlend(als_params=self.als_params, seed=self.seed).fit(train, catalogue)
+            return self
         self.ranker = self.train_ranker(train, catalogue)
         self.state = LogState(train, catalogue, sources=fit_sources(train, catalogue, als_params=self.als_params,
                                                                     seed=self.seed, use_itemknn=self.use_itemknn),
@@ -415,6 +426,8 @@ class ClipfeedRecommender:
         return ranker
 
     def recommend(self, users: Sequence[str], k: int) -> dict[str, list[str]]:
+        if getattr(self, "blend", None) is not None:
+            return self.blend.recommend(users, k)
         state = self.state
         per_user, blocks = [], []
         for user in users:
