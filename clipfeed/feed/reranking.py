@@ -85,8 +85,9 @@ class _Window:
 
 
 def diversify(items: list[Ranked], *, previous_creators: list[str] = (), limit: int | None = None) -> list[Ranked]:
-    """Reorder best-first `items` under the rules (at most `limit` of them); items that cannot
-    be placed are dropped (the next refill brings other creators)."""
+    """Reorder best-first `items` under the rules (at most `limit` of them). Whatever the rules
+    allow is placed (see _dominant_creator); items they cannot place at all are dropped (the next
+    refill brings other creators)."""
     remaining = list(items)
     window = _Window(list(previous_creators))
     out: list[Ranked] = []
