@@ -106,11 +106,10 @@ def create_app(settings: Settings | None = None, *, run_workers: bool | None = N
         finally:
             if app.state.ingest is not None:
                 await app.state.ingest.stop()
-            from clipfeed.live.chat import close_publisher
-            from clipfeed.live.presence import close_clients  # live's Redis clients (presence, pubsub)
+            from clipfeed.live import chat, presence  # live's Redis clients (chat, presence, pubsub)
 
-            await close_publisher(app)
-            await close_clients()
+            await chat.close_clients(app)
+            await presence.close_clients()
             app.state.jobs.stop_consumer()
             from clipfeed.feed.foryou import drop_engine  # the For You queues of this app
 

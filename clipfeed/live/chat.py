@@ -381,15 +381,19 @@ def _publisher(app):
     return client
 
 
-async def close_publisher(app) -> None:
-    """Close the chat's Redis client at shutdown (a collected open one warns "unclosed Connection")."""
-    client = getattr(app.state, "live_chat_redis", None)
-    app.state.live_chat_redis = None
-    if client is not None:
-        try:
-            await client.aclose()
-        except Exception:  # noqa: BLE001 - shutting down
-            log.debug("closing the chat's Redis client failed", exc_info=True)
+async def close_clients(app) -> None:
+    """Close the chat's Redis clients at shutdown (publishing, flood control): a collected open
+    one warns "unclosed Connection"."""
+    publisher = getattr(app.state, "live_chat_redis", None)
+    flood = getattr(app.state, "live_flood", None)
+    app.state.live_chat_redis = app.state.live_flood = None
+    try:
+        if publisher is not None:
+            await publisher.aclose()
+        if flood is not None:
+            await flood.aclose()
+    except Exception:  # noqa: BLE001 - shutting down
+        log.debug("closing the chat's Redis clients failed", exc_info=True)
 
 
 def _flood(app) -> cs.FloodControl:

@@ -257,9 +257,14 @@ class FloodControl:
         if settings.redis_url:
             import redis.asyncio as redis_asyncio
 
-            self._redis = redis_asyncio.Redis.from_url(settings.redis_url)
+            self._redis = redis_asyncio.Redis.from_url(settings.redis_url, client_name="clipfeed-chat")
             self._script = self._redis.register_script(_FLOOD_SCRIPT)
         self._prefix = f"clipfeed:{settings.queue_name}:chat:"
+
+    async def aclose(self) -> None:
+        if self._redis is not None:
+            redis, self._redis = self._redis, None
+            await redis.aclose()
 
     async def admit(self, stream_id: str, user_id: str, *, slow_mode_s: int) -> None:
         window, limit = self.settings.live_chat_window_s, self.settings.live_chat_rate

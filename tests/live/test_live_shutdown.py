@@ -19,12 +19,12 @@ from tests.live.ingest_support import publish, rtmp_port, start_stream
 LIVE_CLIENTS = ("clipfeed-presence", "clipfeed-pubsub")
 
 
-def _live_connections(url: str) -> list[dict]:
+def _live_connections(url: str, names=LIVE_CLIENTS) -> list[dict]:
     """Connections Redis sees from this process's sockets under the live clients' names."""
     ports = {c.laddr.port for c in psutil.Process().net_connections(kind="tcp")
              if c.raddr and c.raddr.port == 6379 and c.status == psutil.CONN_ESTABLISHED}
     with redis.Redis.from_url(url) as admin:
-        return [c for c in admin.client_list() if c.get("name") in LIVE_CLIENTS
+        return [c for c in admin.client_list() if c.get("name") in names
                 and int(c["addr"].rsplit(":", 1)[1]) in ports]
 
 
@@ -58,7 +58,7 @@ def test_live_redis_clients_are_closed_at_shutdown(settings_factory, tmp_path):
             server.stop()
             stopped = True
             gc.collect()
-        assert _live_connections(settings.redis_url) == []
+        assert _live_connections(settings.redis_url, LIVE_CLIENTS + ("clipfeed-chat",)) == []
         leaks = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)
                  and ("Connection" in str(w.message) or "client" in str(w.message).lower())]
         assert leaks == [], leaks
