@@ -6,23 +6,9 @@ import asyncio
 
 import pytest
 
-from clipfeed.db import Database
 from clipfeed.live import service as live
+from tests.conftest import db_run as _run
 from tests.conftest import register
-
-
-def _run(settings, fn):
-    """Run fn(session) in its own transaction on a fresh engine (as the ingest process would)."""
-
-    async def go():
-        db = Database(settings, pooled=False)
-        try:
-            async with db.transaction() as session:
-                return await fn(session)
-        finally:
-            await db.dispose()
-
-    return asyncio.run(go())
 
 
 def _authorize(settings, key):

@@ -92,3 +92,41 @@ CURRENT_PLAYS = """() => {
   const v = card && card.querySelector('video');
   return Boolean(v && v.videoWidth > 0 && v.currentTime > 0.25 && !v.paused) && card.dataset.id;
 }"""
+
+
+UPLOADS = "**/api/v1/uploads/*"
+
+
+class ChunkGate:
+    """Lets an upload's first tus PATCH through and holds every later one (so a test can reload
+    or pause mid-upload with nothing finishing behind its back); records each PATCH's offset."""
+
+    def __init__(self, page):
+        self.page = page
+        self.offsets: list[int] = []
+        self._held: list = []
+        self._passed = False
+        page.on("request", lambda r: r.method == "PATCH" and "/api/v1/uploads/" in r.url
+                and self.offsets.append(int(r.headers.get("upload-offset", "-1"))))
+        page.route(UPLOADS, self._route)
+
+    def _route(self, route) -> None:
+        if route.request.method == "PATCH":
+            if self._passed:
+                self._held.append(route)
+                return
+            self._passed = True
+        route.continue_()
+
+    def open(self) -> None:
+        """Stop holding: what the page sends from now on goes through."""
+        self.page.unroute(UPLOADS)
+        self.offsets.clear()
+
+    def release(self) -> None:
+        """Drop the held requests (their page may be gone: nothing to do then)."""
+        for route in self._held:
+            try:
+                route.abort()
+            except Exception:  # noqa: BLE001 - the page that made it is gone
+                pass

@@ -10,7 +10,7 @@ from html.parser import HTMLParser
 import pytest
 
 from tests.conftest import register
-from tests.e2e.web.conftest import CURRENT_PLAYS, seed_feed
+from tests.e2e.web.conftest import CURRENT_PLAYS, ChunkGate, seed_feed
 from tests.mediagen import ffmpeg, make_clip, random_bytes
 
 APP_PATHS = ["/", "/following", "/trending", "/login", "/signup", "/discover", "/upload", "/inbox", "/analytics",
@@ -234,23 +234,8 @@ def uploader(live_server, client):
 def test_reload_mid_upload_resumes_from_the_server_offset(live_server, client, clips, uploader, tabs):
     tab = tabs(token=uploader["token"])
     page = tab.page
-    held = []
-    passed = []
-
-    def hold_second_patch(route):
-        # Let the first 8 MB chunk through, then hold the next one so a reload happens mid-upload.
-        if route.request.method == "PATCH":
-            if passed:
-                held.append(route)
-                return
-            passed.append(route.request.url)
-        route.continue_()
-
-    patches: list[int] = []
-    page.on("request", lambda r: r.method == "PATCH" and "/api/v1/uploads/" in r.url
-            and patches.append(int(r.headers.get("upload-offset", "-1"))))
     tab.goto("/upload")
-    page.route("**/api/v1/uploads/*", hold_second_patch)
+    gate = ChunkGate(page)
     page.set_input_files("#upload-file", str(clips["big"]))
     page.fill("#upload-caption", "resumable #big")
     # The second chunk's PATCH being sent means the server answered the first: its offset is
@@ -261,27 +246,21 @@ def test_reload_mid_upload_resumes_from_the_server_offset(live_server, client, c
     tab.shot("upload-mid")
     progress_before = page.evaluate("document.getElementById('upload-progress').value")
     assert 0 < progress_before < 100
-    patches.clear()
 
     # Reload while the route still holds every later chunk: nothing can finish the upload behind
     # the test's back, so the reloaded page must offer to resume it.
     page.reload()
     page.wait_for_selector("#upload-resume:not([hidden])")
     tab.shot("upload-resume-offer")
-    page.unroute("**/api/v1/uploads/*")
-    patches.clear()
+    gate.open()
     page.set_input_files("#upload-file", str(clips["big"]))
     page.click("#upload-start")
     page.wait_for_function("() => document.getElementById('upload-progress').value >= 100", timeout=60_000)
-    assert patches and patches[0] >= 8 * 1024 * 1024, patches  # resumed, not restarted
+    assert gate.offsets and gate.offsets[0] >= 8 * 1024 * 1024, gate.offsets  # resumed, not restarted
     videos = client.get(f"/api/v1/users/{uploader['user']['id']}/videos", headers=uploader["headers"]).json()["items"]
     assert [v["caption"] for v in videos] == ["resumable #big"]
     assert videos[0]["status"] in ("processing", "ready", "uploaded", "queued"), videos[0]
-    for route in held:
-        try:
-            route.abort()
-        except Exception:  # noqa: BLE001 - the page that made it is gone
-            pass
+    gate.release()
 
 
 @pytest.mark.browser

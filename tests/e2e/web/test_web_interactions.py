@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select
 
 from clipfeed.feed.models import NotInterested
-from tests.e2e.web.conftest import CURRENT_PLAYS, seed_feed
+from tests.e2e.web.conftest import CURRENT_PLAYS, ChunkGate, seed_feed
 from tests.feed.factories import make_user, run
 from tests.mediagen import ffmpeg
 
@@ -389,20 +389,7 @@ def test_drop_a_file_then_pause_and_resume_the_upload(live_server, client, big_c
     assert big_clip.name in page.locator(".file-name").inner_text()
     assert page.locator("#upload-start").is_enabled()
 
-    held, passed = [], []
-
-    def hold_second_patch(route):
-        if route.request.method == "PATCH":
-            if passed:
-                held.append(route)
-                return
-            passed.append(route.request.url)
-        route.continue_()
-
-    patches: list[int] = []
-    page.on("request", lambda r: r.method == "PATCH" and "/api/v1/uploads/" in r.url
-            and patches.append(int(r.headers.get("upload-offset", "-1"))))
-    page.route("**/api/v1/uploads/*", hold_second_patch)
+    gate = ChunkGate(page)
     page.fill("#upload-caption", "dropped and paused #drop")
     # The second chunk's PATCH going out means the server has answered the first (offset 8 MB).
     with page.expect_request(lambda r: r.method == "PATCH" and int(r.headers.get("upload-offset", "0")) >= CHUNK):
@@ -415,15 +402,10 @@ def test_drop_a_file_then_pause_and_resume_the_upload(live_server, client, big_c
     assert pause.inner_text() == "Resume"
     assert page.locator("#upload-progress-text").inner_text().startswith("Paused at")
     tab.shot("upload-paused-desktop")
-    page.unroute("**/api/v1/uploads/*")
-    patches.clear()
+    gate.open()
     pause.click()
     page.wait_for_function("() => document.getElementById('upload-progress').value >= 100", timeout=60_000)
-    assert patches and patches[0] >= CHUNK, patches  # resumed at the server's offset, not from zero
+    assert gate.offsets and gate.offsets[0] >= CHUNK, gate.offsets  # resumed at the server's offset, not from zero
     videos = client.get(f"/api/v1/users/{viewer['id']}/videos", headers=viewer["headers"]).json()["items"]
     assert [v["caption"] for v in videos] == ["dropped and paused #drop"]
-    for route in held:
-        try:
-            route.abort()
-        except Exception:  # noqa: BLE001 - the request was already cancelled by the pause
-            pass
+    gate.release()
