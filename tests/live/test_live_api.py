@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from clipfeed.live import presence
 from clipfeed.live import service as live
 from tests.conftest import db_run as _run
 from tests.conftest import register
@@ -144,7 +145,13 @@ def test_viewers_are_deduplicated_and_peak_is_kept(client, settings, live_server
              Chat(live_server.url, stream_id)]
     try:
         # The ingest reports playlist polls with the same key rule: alice's player is alice.
-        asyncio.run(live.note_viewer(stream_id, live.viewer_key_for(alice["user"]["id"], "10.0.0.9", "x"), settings))
+        async def alices_player():
+            try:
+                await live.note_viewer(stream_id, live.viewer_key_for(alice["user"]["id"], "10.0.0.9", "x"), settings)
+            finally:
+                await presence.close_clients()  # this loop's Redis client ends with it
+
+        asyncio.run(alices_player())
         state = client.get(f"/api/v1/live/{stream_id}").json()
         assert state["viewers"] == 2 and state["peak_viewers"] == 2
     finally:
