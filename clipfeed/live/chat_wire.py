@@ -34,6 +34,9 @@ except ImportError:  # pragma: no cover - another server or an older uvicorn: AS
     WebSocketsSansIOProtocol = None
 
 SCOPE_KEY = "clipfeed.ws_protocol"
+# uvicorn internals the raw path reads or drives; if a uvicorn release renames any, the raw path
+# is simply not taken (ASGI sends throughout) instead of failing mid-fan-out.
+PROTOCOL_ATTRIBUTES = ("close_sent", "disconnected", "writable", "conn", "transport", "queue", "read_paused")
 
 
 class RawSocketMiddleware:
@@ -48,7 +51,8 @@ class RawSocketMiddleware:
     async def __call__(self, scope, receive, send):
         if scope["type"] == "websocket" and WebSocketsSansIOProtocol is not None:
             protocol = getattr(send, "__self__", None)
-            if type(protocol) is WebSocketsSansIOProtocol:
+            if type(protocol) is WebSocketsSansIOProtocol and all(
+                    hasattr(protocol, name) for name in PROTOCOL_ATTRIBUTES):
                 scope[SCOPE_KEY] = protocol
         await self.app(scope, receive, send)
 
@@ -116,3 +120,10 @@ def close_behind(protocol, code: int, reason: str, grace_s: float) -> None:
     # uvicorn closes the transport when the client answers the close (or when the app returns
     # and no close timer is set): the timer keeps it open for the client to read up to the close.
     protocol.close_timer = protocol.loop.call_later(grace_s, transport.abort)
+
+
+def abort(protocol) -> None:
+    """Drop a connection at once: it took no close in time (not reading at all). Without a
+    protocol (another server) there is nothing more to do than the ASGI close already tried."""
+    if protocol is not None and not protocol.transport.is_closing():
+        protocol.transport.abort()
