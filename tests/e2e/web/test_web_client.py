@@ -323,3 +323,44 @@ def test_live_badge_search_as_you_type_and_analytics_charts(live_server, client,
     page.click("a[aria-label=Inbox]")
     page.wait_for_selector(f".notifications a:text('@{fan['user']['handle']}')")
     page.wait_for_function("() => document.querySelector('.badge').hidden")
+
+
+@pytest.fixture
+def on_air(live_server, client):
+    """A stream on air as the ingest marks it when an encoder publishes (the ingest has its own
+    tests); set up before the browser, whose event loop would refuse asyncio.run."""
+    from sqlalchemy import update
+
+    from clipfeed.db import utcnow
+    from clipfeed.live.models import LiveStatus, LiveStream
+    from tests.conftest import db_run
+
+    streamer = register(client)
+    started = client.post("/api/v1/live/start", json={"title": "cooking live"}, headers=streamer["headers"])
+    assert started.status_code == 201, started.text
+    stream_id = started.json()["stream_id"]
+    db_run(live_server.settings, lambda s: s.execute(
+        update(LiveStream).where(LiveStream.id == stream_id).values(status=LiveStatus.LIVE, started_at=utcnow())))
+    return {"id": stream_id, "handle": streamer["user"]["handle"], "token": streamer["token"]}
+
+
+@pytest.mark.browser
+def test_streams_on_air_show_in_the_feed_and_open_the_live_page(live_server, feed, on_air, tabs):
+    tab = tabs()
+    page = tab.goto("/")
+    chip = page.locator(f".live-now a.live-chip[href='/live/{on_air['id']}']")
+    chip.wait_for()
+    assert chip.get_attribute("aria-label") == f"@{on_air['handle']} is live: cooking live"
+    page.wait_for_function(CURRENT_PLAYS)  # the feed plays beneath it
+    tab.shot("feed-live-now")
+    chip.click()
+    page.wait_for_url(re.compile(rf"/live/{on_air['id']}$"))
+    page.wait_for_function("() => document.getElementById('live-title').textContent === 'cooking live'")
+
+    assert tab.csp_violations() == [], tab.errors
+
+    # The streamer finds the Go-live page from the upload page.
+    mine = tabs(token=on_air["token"])
+    page = mine.goto("/upload")
+    page.click(".go-live a[href='/live/go']")
+    page.wait_for_url(re.compile(r"/live/go$"))

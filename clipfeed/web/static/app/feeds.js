@@ -29,9 +29,30 @@ export async function feedPage(view, kind) {
       return page;
     },
   });
-  view.replaceChildren(pager.root, tabs, status);
+  const live = h("nav", { class: "live-now", "aria-label": "Live now", hidden: true });
+  view.replaceChildren(pager.root, tabs, live, status);
+  showLiveNow(live); // not awaited: the feed never waits for it
   await pager.start();
   return () => pager.destroy();
+}
+
+// Streams on air, as a row of avatars under the tabs; each opens the live page (player + chat).
+async function showLiveNow(row) {
+  let streams;
+  try {
+    streams = (await api("live", { query: { limit: 10 } })).items;
+  } catch {
+    return; // live is extra: the feed stays as it is
+  }
+  if (!streams.length) return;
+  row.replaceChildren(...streams.map((stream) => {
+    const handle = stream.owner ? stream.owner.handle : "someone";
+    return h("a", { class: "live-chip", href: `/live/${encodeURIComponent(stream.id)}`,
+      "aria-label": `@${handle} is live${stream.title ? `: ${stream.title}` : ""}` },
+      h("span", { class: "avatar", "aria-hidden": "true", text: handle.slice(0, 1).toUpperCase() }),
+      h("span", { class: "live-badge", "aria-hidden": "true", text: "LIVE" }));
+  }));
+  row.hidden = false;
 }
 
 export async function videoPage(view, videoId) {

@@ -92,7 +92,9 @@ export async function uploadPage(view) {
     errorBox, start);
   const status = h("section", { class: "upload-status", "aria-label": "Upload status" },
     bar, barText, pause, processing, processingText, result);
-  view.replaceChildren(h("div", { class: "page narrow" }, h("h1", { text: "Upload a video" }), resumeNote, form, status));
+  view.replaceChildren(h("div", { class: "page narrow" }, h("h1", { text: "Upload a video" }), resumeNote, form, status,
+    h("p", { class: "muted go-live" }, "Streaming from OBS or a phone app? ",
+      h("a", { href: "/live/go", text: "Go live" }))));
 
   // An unfinished upload from an earlier visit (or a reload): say so; picking the same file resumes.
   try {
