@@ -136,13 +136,23 @@ def starts_on_keyframe(init_info, data: bytes) -> bool:
     return False
 
 
-class LowLatencyPlayer(threading.Thread):
-    """Follows the preload hint part by part (what hls.js does in low-latency mode)."""
+class _Player(threading.Thread):
+    """A player thread that records, for each piece of media it gets, how old its newest frame
+    is (the capture time burnt into the picture against this machine's clock)."""
 
     def __init__(self, base: str, stop: threading.Event):
         super().__init__(daemon=True)
         self.base, self.stop = base, stop
         self.latencies: list[float] = []
+
+    def record(self, media: bytes) -> None:
+        captured = newest_capture_ms(media)
+        if captured is not None:
+            self.latencies.append(time.time() - captured / 1000)
+
+
+class LowLatencyPlayer(_Player):
+    """Follows the preload hint part by part (what hls.js does in low-latency mode)."""
 
     def run(self) -> None:
         with httpx.Client(timeout=15) as http:
@@ -162,19 +172,12 @@ class LowLatencyPlayer(threading.Thread):
                 if starts_on_keyframe(init_info, response.content):
                     segment = b""  # decoding restarts at every keyframe, as a decoder would
                 segment += response.content
-                captured = newest_capture_ms(init + segment)
-                if captured is not None:
-                    self.latencies.append(time.time() - captured / 1000)
+                self.record(init + segment)
                 hint += 1
 
 
-class SegmentPlayer(threading.Thread):
+class SegmentPlayer(_Player):
     """The baseline: whole segments, fetched as soon as the playlist lists them."""
-
-    def __init__(self, base: str, stop: threading.Event):
-        super().__init__(daemon=True)
-        self.base, self.stop = base, stop
-        self.latencies: list[float] = []
 
     def run(self) -> None:
         with httpx.Client(timeout=15) as http:
@@ -188,10 +191,7 @@ class SegmentPlayer(threading.Thread):
                     if "#EXT-X-ENDLIST" in text:
                         return
                     continue
-                data = http.get(f"{self.base}/s{msn}.m4s").content
-                captured = newest_capture_ms(init + data)
-                if captured is not None:
-                    self.latencies.append(time.time() - captured / 1000)
+                self.record(init + http.get(f"{self.base}/s{msn}.m4s").content)
                 msn += 1
 
 
