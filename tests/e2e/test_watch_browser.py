@@ -4,7 +4,6 @@ playing real HLS through it, showing processing progress, rejection reasons and 
 from __future__ import annotations
 
 import subprocess
-from html.parser import HTMLParser
 from pathlib import Path
 
 import httpx
@@ -15,6 +14,7 @@ from clipfeed.media.models import VideoStatus, Visibility
 from clipfeed.storage import LocalStore
 from tests.browser import chromium
 from tests.conftest import register, wait_for
+from tests.csp import audit_page, csp_directives
 from tests.delivery.test_media import insert_video, run_sync, update_video
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -31,43 +31,13 @@ PLAYING = """() => {
 # ---------------------------------------------------------------------------------------------
 
 
-class _Audit(HTMLParser):
-    def __init__(self):
-        super().__init__()
-        self.problems: list[str] = []
-        self.scripts: list[str] = []
-        self._in_script = False
-
-    def handle_starttag(self, tag, attrs):
-        names = {name.lower() for name, _ in attrs}
-        if "style" in names:
-            self.problems.append(f"style attribute on <{tag}>")
-        self.problems += [f"inline handler {name} on <{tag}>" for name in names if name.startswith("on")]
-        if tag == "style":
-            self.problems.append("<style> element")
-        if tag == "script":
-            src = dict(attrs).get("src")
-            if not src or not src.startswith("/static/"):
-                self.problems.append(f"script without a /static src: {attrs}")
-            self.scripts.append(src or "")
-            self._in_script = True
-
-    def handle_endtag(self, tag):
-        if tag == "script":
-            self._in_script = False
-
-    def handle_data(self, data):
-        if self._in_script and data.strip():
-            self.problems.append(f"inline script body: {data[:60]!r}")
-
-
 def test_pages_send_a_strict_csp_and_have_no_inline_code(client):
     for path, status in (("/watch/abc123", 200), ("/", 200), ("/watch/not..an-id", 404)):
         response = client.get(path)
         assert response.status_code == status, path
         assert response.headers["content-type"].startswith("text/html")
         csp = response.headers["content-security-policy"]
-        directives = {d.split()[0]: d.split()[1:] for d in (part.strip() for part in csp.split(";")) if d}
+        directives = csp_directives(csp)
         assert directives["default-src"] == ["'self'"]
         assert directives["script-src"] == ["'self'"] and directives["style-src"] == ["'self'"]
         assert directives["media-src"] == ["'self'", "blob:"]
@@ -76,8 +46,7 @@ def test_pages_send_a_strict_csp_and_have_no_inline_code(client):
         assert directives["frame-ancestors"] == ["'self'"]
         assert "'unsafe-inline'" not in csp and "'unsafe-eval'" not in csp
         assert response.headers["x-content-type-options"] == "nosniff"
-        audit = _Audit()
-        audit.feed(response.text)
+        audit = audit_page(response.text)
         assert audit.problems == [], (path, audit.problems)
         for href in ["/static/app.css", *audit.scripts]:
             assert client.get(href).status_code == 200, f"{href} missing (run: npm ci && node scripts/build_web.mjs)"

@@ -5,11 +5,11 @@ feed of ten videos; uploads resume after a reload and rejections show the server
 from __future__ import annotations
 
 import re
-from html.parser import HTMLParser
 
 import pytest
 
 from tests.conftest import register
+from tests.csp import audit_page, csp_directives
 from tests.e2e.web.conftest import CURRENT_PLAYS, ChunkGate, seed_feed
 from tests.mediagen import ffmpeg, make_clip, random_bytes
 
@@ -17,41 +17,16 @@ APP_PATHS = ["/", "/following", "/trending", "/login", "/signup", "/discover", "
              "/analytics/abc", "/u/someone", "/tag/cats", "/sound/abc", "/video/abc"]
 
 
-class _Audit(HTMLParser):
-    def __init__(self):
-        super().__init__()
-        self.problems: list[str] = []
-        self.scripts: list[str] = []
-        self._in_script = False
-
-    def handle_starttag(self, tag, attrs):
-        names = {name.lower() for name, _ in attrs}
-        if "style" in names or tag == "style":
-            self.problems.append(f"inline style on <{tag}>")
-        self.problems += [f"inline handler {n} on <{tag}>" for n in names if n.startswith("on")]
-        if tag == "script":
-            self.scripts.append(dict(attrs).get("src") or "")
-            self._in_script = True
-
-    def handle_endtag(self, tag):
-        self._in_script = self._in_script and tag != "script"
-
-    def handle_data(self, data):
-        if self._in_script and data.strip():
-            self.problems.append("inline script")
-
-
 def test_client_routes_serve_the_app_shell_under_a_strict_csp(client):
     for path in APP_PATHS:
         response = client.get(path)
         assert response.status_code == 200, path
         csp = response.headers["content-security-policy"]
-        directives = {d.split()[0]: d.split()[1:] for d in (p.strip() for p in csp.split(";")) if d}
+        directives = csp_directives(csp)
         assert directives["script-src"] == ["'self'"] and directives["style-src"] == ["'self'"], csp
         assert "blob:" in directives["worker-src"] and "blob:" in directives["media-src"], csp
         assert "'unsafe-inline'" not in csp and "'unsafe-eval'" not in csp
-        audit = _Audit()
-        audit.feed(response.text)
+        audit = audit_page(response.text)
         assert audit.problems == [], (path, audit.problems)
         assert "/static/app/main.js" in audit.scripts
     for module in ("main", "api", "dom", "feeds", "pager", "playback", "sheets", "pages", "upload", "analytics"):
