@@ -47,6 +47,7 @@ def main() -> None:
     parser.add_argument("--mb", type=int, default=200)
     parser.add_argument("--seconds", type=int, default=30, help="ignored (shared CLI flag)")
     parser.add_argument("--repeat", type=int, default=3, help="runs per measurement (median reported)")
+    parser.add_argument("--profile", metavar="FILE", help="run the server under cProfile, stats to FILE")
     args = parser.parse_args()
     from tusclient import client as tus_client
 
@@ -60,11 +61,13 @@ def main() -> None:
             durable_times.append(timed_copy(source, tmp / "copy.bin", durable=True))
 
         server = ServerProcess(tmp / "data", workers=False,
-                               extra_env={"CLIPFEED_MAX_UPLOAD_BYTES": str((args.mb + 1) * 1024 * 1024)})
+                               extra_env={"CLIPFEED_MAX_UPLOAD_BYTES": str((args.mb + 1) * 1024 * 1024)},
+                               profile_to=args.profile)
         try:
             token = register(server.url, "benchuploader")
             proc = psutil.Process(server.proc.pid)
             baseline_rss = proc.memory_info().rss
+            cpu_before = sum(proc.cpu_times()[:2])
             peak = [baseline_rss]
             done = threading.Event()
 
@@ -84,6 +87,8 @@ def main() -> None:
                 tus_times.append(time.perf_counter() - started)
             done.set()
             sampler.join()
+            # CPU seconds the server spent per upload: what the machine's load cannot inflate.
+            server_cpu_s = (sum(proc.cpu_times()[:2]) - cpu_before) / args.repeat
         finally:
             server.stop()
 
@@ -97,6 +102,7 @@ def main() -> None:
         ["tus upload (fsync before each offset is acknowledged)", f"{tus_rate:.0f} MB/s", ""],
         ["ratio tus / copy", f"{tus_rate / copy_rate:.2f}", ">= 0.50"],
         ["ratio tus / durable copy", f"{tus_rate / durable_rate:.2f}", ""],
+        ["server CPU per upload (user + system)", f"{server_cpu_s:.2f} s ({size_mb / server_cpu_s:.0f} MB per CPU-s)", ""],
         ["server RSS before", f"{baseline_rss / 1024 / 1024:.0f} MB", ""],
         ["server RSS peak growth", f"{growth_mb:.1f} MB", "flat (<< file size)"],
     ])
