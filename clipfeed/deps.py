@@ -26,23 +26,25 @@ async def _session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-def _settings(request: Request) -> SettingsModel:
+# The dependencies are coroutines even where they do not await: FastAPI runs a plain `def`
+# dependency in the thread pool, a hop that cost ~0.1-0.3 ms of CPU per dependency per request.
+async def _settings(request: Request) -> SettingsModel:
     return request.app.state.settings
 
 
-def _store(request: Request) -> BlobStore:
+async def _store(request: Request) -> BlobStore:
     return request.app.state.store
 
 
-def _db(request: Request) -> Database:
+async def _db(request: Request) -> Database:
     return request.app.state.db
 
 
-def _jobs(request: Request) -> JobQueue:
+async def _jobs(request: Request) -> JobQueue:
     return request.app.state.jobs
 
 
-def _limiter(request: Request) -> RateLimiter:
+async def _limiter(request: Request) -> RateLimiter:
     return request.app.state.limiter
 
 
@@ -80,7 +82,7 @@ class Page:
         self.cursor = cursor
 
 
-def _pagination(limit: Annotated[int, Query(ge=1, le=100)] = 20, cursor: Annotated[str | None, Query(max_length=200)] = None) -> Page:
+async def _pagination(limit: Annotated[int, Query(ge=1, le=100)] = 20, cursor: Annotated[str | None, Query(max_length=200)] = None) -> Page:
     return Page(limit, cursor)
 
 
