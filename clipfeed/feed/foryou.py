@@ -35,7 +35,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
-from sqlalchemy import or_, select
+from sqlalchemy import String, bindparam, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clipfeed.accounts.models import User
@@ -67,6 +67,16 @@ MODES_BY_SOURCES = {
     COLD_START: ("following", "trending", "exploration"),
     FALLBACK: ("following", "trending"),
 }
+
+
+# The viewer's facts, read by every ranking: statements built once with a bound user id (building
+# and cache-keying four queries per ranking cost more than running them).
+_USER = bindparam("user_id", type_=String)
+_FOLLOWS = select(Follow.followee_id).where(Follow.follower_id == _USER)
+_BLOCKS = select(Block.blocker_id, Block.blocked_id).where(or_(Block.blocker_id == _USER, Block.blocked_id == _USER))
+_SEEN = (select(Impression.video_id).where(Impression.user_id == _USER)
+         .order_by(Impression.created_at.desc()).limit(SEEN_LOOKBACK))
+_MARKED = select(NotInterested.video_id).where(NotInterested.user_id == _USER)
 
 
 class InvalidCursor(ClipfeedError):
@@ -301,25 +311,24 @@ class ForYouEngine:
     # -- refill ---------------------------------------------------------------------------------
 
     async def _viewer_facts(self, session: AsyncSession, user_id: str) -> tuple[frozenset, frozenset, frozenset]:
-        follows = frozenset((await session.scalars(select(Follow.followee_id).where(Follow.follower_id == user_id))).all())
-        blocks = (await session.execute(select(Block.blocker_id, Block.blocked_id).where(
-            or_(Block.blocker_id == user_id, Block.blocked_id == user_id)))).all()
-        blocked = frozenset(b if a == user_id else a for a, b in blocks)
-        seen = (await session.scalars(select(Impression.video_id).where(Impression.user_id == user_id)
-                                      .order_by(Impression.created_at.desc()).limit(SEEN_LOOKBACK))).all()
-        marked = (await session.scalars(select(NotInterested.video_id).where(NotInterested.user_id == user_id))).all()
+        params = {"user_id": user_id}
+        follows = frozenset((await session.scalars(_FOLLOWS, params)).all())
+        blocked = frozenset(b if a == user_id else a for a, b in (await session.execute(_BLOCKS, params)).all())
+        seen = (await session.scalars(_SEEN, params)).all()
+        marked = (await session.scalars(_MARKED, params)).all()
         return follows, blocked, frozenset(seen) | frozenset(marked)
 
     async def rank(self, session: AsyncSession, db, viewer: User | None, *, region: str,
                    previous_creators: list[str] = (), queued: list[Ranked] | None = None,
-                   ) -> tuple[list[Ranked], str, dict[str, str]]:
+                   also_exclude: frozenset[str] = frozenset()) -> tuple[list[Ranked], str, dict[str, str]]:
         """Build a fresh ranked list for the viewer: (items, mode, dropped sources).
 
         With `queued` (the user's queue, after one of their own events) the candidates are those
         items plus the affinity source's, not every source: an event moves the user's features
         and affinities, not the collaborative, content, trending or exploration pools, so
         re-scoring what is queued and adding what the new affinities bring reflects it at a
-        fraction of a full refill's cost. A mode other than personalized ranks in full."""
+        fraction of a full refill's cost. A mode other than personalized ranks in full.
+        `also_exclude`: ids not to propose (a top-up leaves out what is still queued)."""
         from clipfeed.feed.recsys.features import build_features
         from clipfeed.feed.recsys.ranker import HeuristicRanker, weighted_score
         from clipfeed.feed.recsys.registry import ModelUnavailable
@@ -332,6 +341,7 @@ class ForYouEngine:
         profile = None
         if user_id:
             follows, blocked, exclude = await self._viewer_facts(session, user_id)
+            exclude |= also_exclude
             try:
                 profile = await load_user(session, self.store, user_id)
             except Exception as exc:  # noqa: BLE001 - Redis down: serve without the profile
@@ -456,14 +466,21 @@ class ForYouEngine:
 
     async def _background_refill(self, db, viewer: User, queue: UserQueue, region: str) -> None:
         try:
+            # A top-up: what is still queued stays (it is the best of the last ranking) and is
+            # left out of this one, so one ranking adds a whole queue of new items (was ~70 of
+            # 100, the rest being the queued ones ranked again), and the rules continue from the
+            # queue's tail.
+            queued = list(queue.items)
             async with self._read_session() as session:
-                items, mode, dropped = await self.rank(session, db, viewer, region=region,
-                                                       previous_creators=queue.served_creators)
+                items, mode, dropped = await self.rank(
+                    session, db, viewer, region=region,
+                    previous_creators=list(queue.served_creators) + [item.creator_id for item in queued],
+                    also_exclude=frozenset(item.video_id for item in queued) | frozenset(queue.served_ids))
 
             def apply() -> None:
                 if not queue.stale:  # an event in between wins: the next page refills anyway
                     skip = {item.video_id for item in queue.items} | queue.served_ids
-                    queue.items = (queue.items + [i for i in items if i.video_id not in skip])[:self.settings.feed_queue_size]
+                    queue.items = queue.items + [i for i in items if i.video_id not in skip]
                     queue.mode, queue.dropped = mode, dropped
 
             _apply_when_idle(queue, apply)
