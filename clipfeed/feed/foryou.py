@@ -303,6 +303,11 @@ class ForYouEngine:
             self._spawn(build())
         return self._content[1] if self._content is not None else None
 
+    async def settle(self) -> None:
+        """Wait until the background work in flight (index builds, refills, re-ranks) is done."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
     def _spawn(self, coro) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
@@ -710,6 +715,13 @@ def engine_for(settings: Settings, blob_store) -> ForYouEngine:
         if engine is None:
             engine = _engines[key] = ForYouEngine(settings, blob_store)
         return engine
+
+
+async def settle(settings: Settings) -> None:
+    """The deployment's engine with no background work in flight (benchmarks start timing here)."""
+    engine = _engines.get(deployment_key(settings))
+    if engine is not None:
+        await engine.settle()
 
 
 def drop_engine(settings: Settings) -> None:
