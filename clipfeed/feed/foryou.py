@@ -694,14 +694,27 @@ def _build_content(catalog: Catalog, limit: int):
 async def _record_impressions(session: AsyncSession, user_id: str, video_ids: list[str]) -> set[str]:
     """Insert the impressions; returns the ids that were new (not shown to the user before)."""
     from clipfeed.db import utcnow
-    from clipfeed.social.interactions import insert_ignore
 
     now = utcnow()
     rows = [{"user_id": user_id, "video_id": vid, "created_at": now} for vid in video_ids]
     # executemany with RETURNING (SQLAlchemy's "insertmanyvalues"): one statement whose compiled
-    # form is cached, where .values(rows) compiled a new multi-row INSERT for every page (~2 ms).
-    inserted = await session.scalars(insert_ignore(session, Impression).returning(Impression.video_id), rows)
+    # form is cached, where .values(rows) compiled a new multi-row INSERT for every page (~2 ms);
+    # and the statement object is built once per dialect, so its cache key is walked only once.
+    inserted = await session.scalars(_insert_impressions(session), rows)
     return set(inserted.all())
+
+
+_impression_inserts: dict[str, object] = {}
+
+
+def _insert_impressions(session: AsyncSession):
+    from clipfeed.social.interactions import insert_ignore
+
+    dialect = session.get_bind().dialect.name
+    statement = _impression_inserts.get(dialect)
+    if statement is None:
+        statement = _impression_inserts[dialect] = insert_ignore(session, Impression).returning(Impression.video_id)
+    return statement
 
 
 _engines: dict[str, ForYouEngine] = {}
