@@ -2,9 +2,13 @@
 
 Per signed-in user the engine keeps a queue of about ``feed_queue_size`` ranked ids. A page pops
 from it (after a last visibility check against the database), records impressions, and the
-queue is refilled in the background when it falls under ``feed_queue_low_water``. The user's
-own events (views, likes, skips, follows, not interested) mark their queue stale: the next page
-refills it synchronously from the updated feature store, so what they just did shows at once.
+queue is topped up in the background when it falls under ``feed_queue_low_water`` (a ranking
+that leaves the queued items out, so it adds a whole queue of new ones). The user's own events
+(views, likes, skips, follows, not interested) mark their queue stale and re-rank it in the
+background; the next page waits for that (or ranks itself), so what they just did shows at once.
+That re-rank is a re-score while the queue holds enough items: the queued items plus the
+affinity source's candidates, scored with the updated features (an event moves nothing else a
+source reads); a follow, a short queue or a mode change ranks from every source.
 
 A refill runs every candidate source concurrently, each within its own budget (a failing or
 slow one is dropped for that request and logged), merges the candidates, builds the ranker
