@@ -457,7 +457,7 @@ class ForYouEngine:
         items, mode, dropped = await self.rank(session, db, viewer, region=region,
                                                previous_creators=queue.served_creators,
                                                queued=None if full else queued)
-        return items, mode, dropped, full
+        return items, mode, dropped, full or mode != PERSONALIZED  # rank() re-scores personalized only
 
     async def refill(self, session: AsyncSession, db, viewer: User, queue: UserQueue, region: str,
                      *, full: bool = False) -> None:
