@@ -65,7 +65,19 @@ async def user_from_request(request: Request, db: Database) -> User | None:
         return await accounts.user_for_token(session, token)
 
 
+async def _read_session(request: Request) -> AsyncIterator[AsyncSession]:
+    db: Database = request.app.state.db
+    async with db.read() as session:
+        yield session
+
+
 async def _optional_user(request: Request, session: Annotated[AsyncSession, Depends(_session, scope="function")]) -> User | None:
+    token = request_token(request)
+    return await accounts.user_for_token(session, token) if token else None
+
+
+async def _optional_reader(request: Request,
+                           session: Annotated[AsyncSession, Depends(_read_session, scope="function")]) -> User | None:
     token = request_token(request)
     return await accounts.user_for_token(session, token) if token else None
 
@@ -92,6 +104,10 @@ Store = Annotated[BlobStore, Depends(_store)]
 Db = Annotated[Database, Depends(_db)]
 Jobs = Annotated[JobQueue, Depends(_jobs)]
 OptionalUser = Annotated[User | None, Depends(_optional_user)]
+# For routes that only read (or write in short transactions of their own, through Db): the
+# session and the caller come from Database.read(), which takes no write lock on SQLite.
+ReadSession = Annotated[AsyncSession, Depends(_read_session, scope="function")]
+OptionalReader = Annotated[User | None, Depends(_optional_reader)]
 CurrentUser = Annotated[User, Depends(_current_user)]
 Pagination = Annotated[Page, Depends(_pagination)]
 Limiter = Annotated[RateLimiter, Depends(_limiter)]

@@ -598,7 +598,10 @@ class ForYouEngine:
         if picked:
             # The impression log is the arbiter of "seen": a video another request (a background
             # refill racing this page, another server) already showed is dropped here.
-            fresh = await _record_impressions(session, viewer.id, [item.video_id for item, _ in picked])
+            # In a write transaction of its own: `session` only reads (no write lock held while
+            # the page ranked).
+            async with db.transaction() as write:
+                fresh = await _record_impressions(write, viewer.id, [item.video_id for item, _ in picked])
             if len(fresh) < len(picked):
                 history = list(queue.served_creators)
                 kept = []
