@@ -148,6 +148,9 @@ def create_app(settings: Settings | None = None, *, run_workers: bool | None = N
     from clipfeed.live.playback import router as live_playback_router
     from clipfeed.live.hooks import router as live_hooks_router
 
+    # The feeds first: routes are matched in order and a feed page is the most frequent request
+    # (its paths overlap no other router's, so the order changes nothing else).
+    app.include_router(feed_router)
     app.include_router(accounts_router)
     app.include_router(tus_router)
     app.include_router(videos_router)
@@ -157,7 +160,6 @@ def create_app(settings: Settings | None = None, *, run_workers: bool | None = N
     app.include_router(graph_router)
     app.include_router(interactions_router)
     app.include_router(notifications_router)
-    app.include_router(feed_router)
     app.include_router(search_router)
     app.include_router(analytics_router)
     app.include_router(pages_router)

@@ -10,7 +10,7 @@ from datetime import date, timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import delete, func, select
+from sqlalchemy import bindparam, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clipfeed.accounts.models import LoginAttempt, SessionToken, User
@@ -116,11 +116,17 @@ async def logout(session: AsyncSession, token: str) -> None:
     await session.execute(delete(SessionToken).where(SessionToken.token_hash == hash_token(token)))
 
 
+# Token -> user in one round trip, on a statement built once: every signed-in request runs it, and
+# two ORM gets (token row, then user) or a freshly built query cost ~0.5 ms more per request. Not
+# cached across requests, so a logout (the row deleted) or an expiry takes effect at once in every
+# process.
+_USER_FOR_TOKEN = (select(User).join(SessionToken, SessionToken.user_id == User.id)
+                   .where(SessionToken.token_hash == bindparam("token_hash"),
+                          SessionToken.expires_at > bindparam("now", type_=SessionToken.expires_at.type)))
+
+
 async def user_for_token(session: AsyncSession, token: str) -> User | None:
-    row = await session.get(SessionToken, hash_token(token))
-    if row is None or row.expires_at <= utcnow():
-        return None
-    return await session.get(User, row.user_id)
+    return await session.scalar(_USER_FOR_TOKEN, {"token_hash": hash_token(token), "now": utcnow()})
 
 
 async def purge_old_login_attempts(session: AsyncSession, settings: Settings) -> None:

@@ -30,7 +30,13 @@ def _begin_immediate(connection) -> None:
     connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def build_engine(settings: Settings, *, pooled: bool = True) -> AsyncEngine:
+def _begin_deferred(connection) -> None:
+    # For transactions that only read: a WAL snapshot that takes no write lock, so a long read
+    # (ranking a feed page) never makes writers queue behind it.
+    connection.exec_driver_sql("BEGIN")
+
+
+def build_engine(settings: Settings, *, pooled: bool = True, read_only: bool = False) -> AsyncEngine:
     url = settings.resolved_database_url
     kwargs: dict = {}
     if not pooled:
@@ -42,7 +48,7 @@ def build_engine(settings: Settings, *, pooled: bool = True) -> AsyncEngine:
     engine = create_async_engine(url, **kwargs)
     if url.startswith("sqlite"):
         event.listen(engine.sync_engine, "connect", _tune_sqlite)
-        event.listen(engine.sync_engine, "begin", _begin_immediate)
+        event.listen(engine.sync_engine, "begin", _begin_deferred if read_only else _begin_immediate)
     return engine
 
 
@@ -55,6 +61,8 @@ class Database:
         # Services reach the deployment's settings through session.info (e.g. to publish a
         # notification after commit) without every caller threading them through.
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False, info={"settings": settings})
+        self._pooled = pooled
+        self._read_sessions: async_sessionmaker | None = None
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
@@ -71,8 +79,25 @@ class Database:
                 raise
             await commit(session)
 
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncSession]:
+        """A transaction that only reads. On SQLite it runs on a second engine whose BEGIN is
+        deferred: every request's BEGIN IMMEDIATE holds the database's one write lock until it
+        commits, so a read-heavy request (a For You page) in one would make every other request
+        of every process wait for it. PostgreSQL needs no such care: it shares the engine."""
+        if self._read_sessions is None:
+            engine = (build_engine(self.settings, pooled=self._pooled, read_only=True)
+                      if self.settings.is_sqlite else self.engine)
+            self._read_sessions = async_sessionmaker(engine, expire_on_commit=False,
+                                                     info={"settings": self.settings})
+        async with self._read_sessions() as session:
+            async with session.begin():  # ends in a commit: a rollback would expire loaded rows
+                yield session
+
     async def dispose(self) -> None:
         await self.engine.dispose()
+        if self._read_sessions is not None and self._read_sessions.kw["bind"] is not self.engine:
+            await self._read_sessions.kw["bind"].dispose()
 
 
 def on_commit(session: AsyncSession, callback) -> None:

@@ -7,7 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 
-from clipfeed.deps import CurrentUser, Db, OptionalUser, Pagination, Session, Settings, Store
+from clipfeed.deps import (CurrentUser, Db, OptionalReader, OptionalUser, Pagination, ReadSession, Session,
+                           Settings, Store)
 from clipfeed.feed import foryou, trending
 from clipfeed.feed.following import following_feed
 from clipfeed.media.presenter import present_videos, video_out
@@ -53,9 +54,11 @@ async def trending_sounds(session: Session, viewer: OptionalUser, settings: Sett
 
 
 @router.get("/feed/for-you")
-async def feed_for_you(session: Session, db: Db, store: Store, viewer: OptionalUser,
+async def feed_for_you(session: ReadSession, db: Db, store: Store, viewer: OptionalReader,
                        settings: Settings, limit: Limit = 20, cursor: Annotated[str | None, Query(max_length=400)] = None,
                        explain: bool = False, region: Region = None):
+    # A page reads (and ranks) on a read transaction; only its impressions are written, in a
+    # short transaction of their own (see ForYouEngine._serve).
     engine = foryou.engine_for(settings, store)
     page = await engine.page(session, db, viewer, limit=limit, cursor=cursor, region=region)
     # The page's visibility query also read the viewer's likes: no second query, and the

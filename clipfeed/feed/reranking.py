@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
-from sqlalchemy import and_, select
+from sqlalchemy import String, and_, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clipfeed.media import service as media
@@ -148,14 +148,32 @@ async def visible_rows(session: AsyncSession, viewer_id: str | None, video_ids: 
     skipping the ORM's identity map and instance state saves ~1 ms per page."""
     if not video_ids:
         return {}
-    columns = list(Video.__table__.c)
     if viewer_id is None:
-        rows = (await session.execute(select(*columns).where(Video.id.in_(video_ids), media.listed_filter(None)))).all()
+        rows = (await session.execute(_visible_statement(False), {"video_ids": video_ids})).all()
         return {row.id: (row, False) for row in rows}
-    from clipfeed.social.models import Like
-
-    rows = (await session.execute(
-        select(*columns, Like.video_id.is_not(None).label("viewer_likes"))
-        .outerjoin(Like, and_(Like.video_id == Video.id, Like.user_id == viewer_id))
-        .where(Video.id.in_(video_ids), media.listed_filter(viewer_id)))).all()
+    rows = (await session.execute(_visible_statement(True), {"video_ids": video_ids, "viewer_id": viewer_id})).all()
     return {row.id: (row, bool(row.viewer_likes)) for row in rows}
+
+
+_statements: dict[bool, object] = {}
+
+
+def _visible_statement(signed_in: bool):
+    """The visibility query, built once with bound parameters for the viewer and the ids. Every
+    page runs it: rebuilding the expression (listed_filter's EXISTS clauses) and walking it for
+    its cache key cost about as much as the query itself; a reused statement memoizes its key."""
+    statement = _statements.get(signed_in)
+    if statement is None:
+        ids = bindparam("video_ids", expanding=True)
+        columns = list(Video.__table__.c)
+        if not signed_in:
+            statement = select(*columns).where(Video.id.in_(ids), media.listed_filter(None))
+        else:
+            from clipfeed.social.models import Like
+
+            viewer = bindparam("viewer_id", type_=String)
+            statement = (select(*columns, Like.video_id.is_not(None).label("viewer_likes"))
+                         .outerjoin(Like, and_(Like.video_id == Video.id, Like.user_id == viewer))
+                         .where(Video.id.in_(ids), media.listed_filter(viewer)))
+        _statements[signed_in] = statement
+    return statement

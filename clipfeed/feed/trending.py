@@ -36,7 +36,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, delete, event, insert, or_, select, text
+from sqlalchemy import bindparam, delete, insert, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clipfeed.accounts.models import User
@@ -75,15 +75,7 @@ log = logging.getLogger("clipfeed.feed.trending")
 def _read_engine(settings: Settings):
     """An engine whose transactions only read: on SQLite a plain deferred BEGIN (a WAL snapshot
     that takes no write lock) instead of the application's BEGIN IMMEDIATE."""
-    engine = build_engine(settings, pooled=False)
-    if settings.is_sqlite:
-        from clipfeed.db import engine as engine_module
-
-        hook = getattr(engine_module, "_begin_immediate", None)
-        if hook is not None and event.contains(engine.sync_engine, "begin", hook):
-            event.remove(engine.sync_engine, "begin", hook)
-        event.listen(engine.sync_engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
-    return engine
+    return build_engine(settings, pooled=False, read_only=True)
 
 
 def _weight_sql() -> str:

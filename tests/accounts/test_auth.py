@@ -93,6 +93,29 @@ def test_login_logout_and_cookie_auth(client):
     assert after.json()["error"]["code"] == "unauthorized"
 
 
+def test_a_token_past_its_expiry_signs_no_one_in(client, settings):
+    """Expiry is checked by the token lookup itself, at the second, on every backend."""
+    from sqlalchemy import update
+
+    from clipfeed.accounts.models import SessionToken
+    from clipfeed.accounts.service import hash_token
+    from clipfeed.db import utcnow
+    from tests.conftest import db_run
+
+    account = register(client)
+    assert client.get("/api/v1/me", headers=account["headers"]).status_code == 200
+
+    def expire(at):
+        return lambda s: s.execute(update(SessionToken).where(SessionToken.token_hash == hash_token(account["token"]))
+                                   .values(expires_at=at))
+
+    db_run(settings, expire(utcnow() + timedelta(seconds=60)))
+    assert client.get("/api/v1/me", headers=account["headers"]).status_code == 200
+    db_run(settings, expire(utcnow() - timedelta(seconds=1)))
+    expired = client.get("/api/v1/me", headers=account["headers"])
+    assert expired.status_code == 401 and expired.json()["error"]["code"] == "unauthorized"
+
+
 def test_me_requires_a_valid_token(client):
     assert client.get("/api/v1/me").status_code == 401
     assert client.get("/api/v1/me", headers={"Authorization": "Bearer nope"}).status_code == 401

@@ -347,3 +347,50 @@ def test_an_event_reranks_the_queue_in_the_background_before_the_next_page(clien
     ids = [item["id"] for item in second["items"]]
     assert ids[0] in cats and "affinity" in second["items"][0]["explain"]["sources"]
     assert not {i["id"] for i in first["items"]} & set(ids)
+
+
+
+def test_an_event_rescores_a_full_queue_and_is_reflected_in_the_next_page(settings_factory):
+    """Once a queue is personalized and holds enough items, the user's events re-score it (the
+    queued items plus what their new affinities bring) instead of ranking from every source;
+    the new taste still leads the next page, the creator rules hold, nothing seen comes back."""
+    import httpx
+
+    from clipfeed.feed import foryou
+    from clipfeed.feed.feature_store import deployment_key
+    from tests.conftest import LiveServer, wait_for
+
+    settings = settings_factory(feed_catalog_refresh_s=0, feed_source_budget_ms=GENEROUS, feed_exploration_share=0.0,
+                                feed_queue_size=40, feed_queue_low_water=5)
+    platform = topical_platform(settings, topics=("cats", "dogs", "cars", "food"), per_topic=12)
+    cats, dogs = set(platform["by_topic"]["cats"]), set(platform["by_topic"]["dogs"])
+    viewer = f.make_user(settings, "viewer")
+    server = LiveServer(settings).start()
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            for video_id in list(cats)[:3]:
+                watch(client, viewer["headers"], video_id, completed=True, like=True)
+            first = page(client, viewer["headers"], limit=3)
+            assert first["mode"] == "personalized"
+            queue = foryou._engines[deployment_key(settings)].queues[viewer["id"]]
+            assert queue.ranked_by == "full" and len(queue.items) >= settings.feed_queue_low_water
+            built = queue.built_at
+
+            # A new taste, strongly: dogs watched to the end, liked and shared.
+            for video_id in list(dogs)[:4]:
+                watch(client, viewer["headers"], video_id, completed=True, like=True)
+                assert client.post(f"/api/v1/videos/{video_id}/share", json={},
+                                   headers=viewer["headers"]).status_code == 200
+            wait_for(lambda: not queue.stale and queue.built_at > built, timeout=30, message="the re-score")
+            assert queue.ranked_by == "rescore"
+
+            second = page(client, viewer["headers"], limit=6, explain=1)
+            ids = [item["id"] for item in second["items"]]
+            assert second["mode"] == "personalized"
+            assert ids[0] in dogs, second["items"][0]["explain"]
+            assert len([vid for vid in ids if vid in dogs]) >= 2
+            assert not set(ids) & {i["id"] for i in first["items"]}  # served before: never again
+            served = [i["owner_id"] for i in first["items"]] + [i["owner_id"] for i in second["items"]]
+            assert respects_creator_rules(served), served
+    finally:
+        server.stop()

@@ -1,0 +1,69 @@
+"""The data layer's transactions: what they lock on SQLite, where one database file serves every
+process and holds a single write lock."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+
+import pytest
+from sqlalchemy import text
+
+from clipfeed.db import Database
+from clipfeed.db.migrate import upgrade
+from tests.conftest import make_settings
+
+
+@pytest.fixture
+def sqlite_settings(tmp_path):
+    settings = make_settings("sqlite", tmp_path / "data")
+    upgrade(settings)
+    return settings
+
+
+def _other_process(settings) -> sqlite3.Connection:
+    """A plain connection to the same file that never waits for a lock (as another process)."""
+    path = settings.resolved_database_url.split(":///", 1)[1]
+    return sqlite3.connect(path, timeout=0, isolation_level=None)
+
+
+def test_a_read_transaction_leaves_the_write_lock_free_and_sees_its_snapshot(sqlite_settings):
+    other = _other_process(sqlite_settings)
+
+    async def main():
+        db = Database(sqlite_settings)
+        try:
+            async with db.read() as session:
+                before = await session.scalar(text("SELECT count(*) FROM hashtags"))
+                # Another writer goes ahead while the read is open (no "database is locked")...
+                other.execute("BEGIN IMMEDIATE")
+                other.execute("INSERT INTO hashtags (tag, video_count, created_at) VALUES ('written-meanwhile', 0, '2026-01-01 00:00:00')")
+                other.execute("COMMIT")
+                # ...and the read keeps the snapshot it started with.
+                assert await session.scalar(text("SELECT count(*) FROM hashtags")) == before
+            async with db.read() as session:
+                assert await session.scalar(text("SELECT count(*) FROM hashtags")) == before + 1
+        finally:
+            await db.dispose()
+
+    asyncio.run(main())
+    other.close()
+
+
+def test_a_write_transaction_holds_the_write_lock_from_its_first_statement(sqlite_settings):
+    other = _other_process(sqlite_settings)
+
+    async def main():
+        db = Database(sqlite_settings)
+        try:
+            async with db.transaction() as session:
+                await session.scalar(text("SELECT count(*) FROM hashtags"))
+                with pytest.raises(sqlite3.OperationalError, match="locked"):
+                    other.execute("BEGIN IMMEDIATE")
+            other.execute("BEGIN IMMEDIATE")  # free again once it committed
+            other.execute("ROLLBACK")
+        finally:
+            await db.dispose()
+
+    asyncio.run(main())
+    other.close()
