@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -47,6 +48,39 @@ class TrainingReport:
     videos: int
     seconds: float
     published: dict[str, dict] = field(default_factory=dict)
+    # step -> {"seconds", "peak_rss_mb"} (the process's peak RSS during that step, where the OS
+    # lets it be reset; else the peak so far)
+    steps: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+def _peak_rss_mb(reset: bool = False) -> float:
+    """The process's peak RSS (Linux: VmHWM, which writing 5 to clear_refs resets)."""
+    try:
+        if reset:
+            with open("/proc/self/clear_refs", "w") as handle:
+                handle.write("5")
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+@contextmanager
+def _step(steps: dict | None, name: str):
+    if steps is None:
+        yield
+        return
+    _peak_rss_mb(reset=True)
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        steps[name] = {"seconds": time.perf_counter() - started, "peak_rss_mb": _peak_rss_mb()}
 
 
 def _epoch(value) -> float:
@@ -203,11 +237,13 @@ def _state_options() -> dict:
     return {"skip_penalty": 0.0, "velocity_half_life_s": VELOCITY_HALF_LIFE_S, "online_sources": True}
 
 
-def train_models(data: InteractionLog, settings: Settings, *, seed: int = 0):
+def train_models(data: InteractionLog, settings: Settings, *, seed: int = 0, steps: dict | None = None):
     """Fit on all but the holdout, score on it, refit on everything.
-    Returns (collab model, ranker, collab metrics, ranker metrics)."""
+    Returns (collab model, ranker, collab metrics, ranker metrics); `steps` gets each step's
+    time and peak RSS."""
     catalogue = data.all_items
-    split = temporal_split(data, 1.0 - settings.feed_training_holdout)
+    with _step(steps, "holdout split"):
+        split = temporal_split(data, 1.0 - settings.feed_training_holdout)
     users = sorted(u for u, rel in split.relevant.items() if rel)
     if not users:
         raise TrainingSkipped("no user has positive interactions in the holdout")
@@ -221,17 +257,21 @@ def train_models(data: InteractionLog, settings: Settings, *, seed: int = 0):
         return evaluate(recs, split.relevant, k=K, catalogue_size=len(catalogue), users_per_item=counts,
                         n_users=n_users)
 
-    als = ALS(seed=seed).fit(split.train, catalogue)
-    collab_metrics = score(als)
-    pipeline = ClipfeedRecommender(weights=settings.feed_score_weights, seed=seed, als_params=als.params,
-                                   use_itemknn=False, state_options=_state_options())
-    pipeline.fit(split.train, catalogue)
-    ranker_metrics = score(pipeline)
+    with _step(steps, "ALS tuned on the holdout split"):
+        als = ALS(seed=seed).fit(split.train, catalogue)
+        collab_metrics = score(als)
+    with _step(steps, "pipeline (ALS + LightGBM ranker) on the holdout split"):
+        pipeline = ClipfeedRecommender(weights=settings.feed_score_weights, seed=seed, als_params=als.params,
+                                       use_itemknn=False, state_options=_state_options())
+        pipeline.fit(split.train, catalogue)
+        ranker_metrics = score(pipeline)
 
-    final_als = ALS(als.params, tune=False, seed=seed).fit(data, catalogue)
-    final = ClipfeedRecommender(weights=settings.feed_score_weights, seed=seed, als_params=als.params,
-                                use_itemknn=False, state_options=_state_options())
-    ranker = final.train_ranker(data, catalogue)
+    with _step(steps, "ALS on everything (published)"):
+        final_als = ALS(als.params, tune=False, seed=seed).fit(data, catalogue)
+    with _step(steps, "LightGBM ranker on everything (published)"):
+        final = ClipfeedRecommender(weights=settings.feed_score_weights, seed=seed, als_params=als.params,
+                                    use_itemknn=False, state_options=_state_options())
+        ranker = final.train_ranker(data, catalogue)
     return final_als.model, ranker, collab_metrics, ranker_metrics
 
 
@@ -273,22 +313,26 @@ async def train_and_publish(settings: Settings, force: bool = True) -> TrainingR
             if history < period_s:
                 raise TrainingSkipped(f"{history / 60:.0f} min of events so far; the first model waits for "
                                       f"{settings.feed_training_period_minutes} min")
-    data = await load_training_log(settings)
+    steps: dict[str, dict[str, float]] = {}
+    with _step(steps, "load the event log"):
+        data = await load_training_log(settings)
     if len(data) < settings.feed_training_min_events:
         raise TrainingSkipped(f"{len(data)} interactions, fewer than CLIPFEED_FEED_TRAINING_MIN_EVENTS="
                               f"{settings.feed_training_min_events}")
     import asyncio
 
-    collab, ranker, collab_metrics, ranker_metrics = await asyncio.to_thread(train_models, data, settings)
+    collab, ranker, collab_metrics, ranker_metrics = await asyncio.to_thread(train_models, data, settings,
+                                                                             steps=steps)
     report = TrainingReport(events=len(data), users=len(set(data.user.tolist())), videos=len(data.all_items),
-                            seconds=0.0)
-    for kind, model, metrics in (("collab", collab, collab_metrics), ("ranker", ranker, ranker_metrics)):
-        if not hasattr(model, "save"):
-            log.warning("no %s model learned (too few labels); nothing published", kind)
-            continue
-        metrics = {**metrics, "interactions": float(len(data))}
-        version, promoted = await registry.publish(kind, model, metrics, compare_on=COMPARE_ON)
-        report.published[kind] = {"version": version, "promoted": promoted, "metrics": metrics}
+                            seconds=0.0, steps=steps)
+    with _step(steps, "publish (serialize, index, store)"):
+        for kind, model, metrics in (("collab", collab, collab_metrics), ("ranker", ranker, ranker_metrics)):
+            if not hasattr(model, "save"):
+                log.warning("no %s model learned (too few labels); nothing published", kind)
+                continue
+            metrics = {**metrics, "interactions": float(len(data))}
+            version, promoted = await registry.publish(kind, model, metrics, compare_on=COMPARE_ON)
+            report.published[kind] = {"version": version, "promoted": promoted, "metrics": metrics}
     report.seconds = time.perf_counter() - started
     log.info("trained on %s interactions in %.1fs: %s", report.events, report.seconds, report.published)
     return report
