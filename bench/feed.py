@@ -96,12 +96,19 @@ def _train_offline(settings: Settings, conn) -> None:
     conn.close()
 
 
-def train_offline(settings: Settings) -> dict:
+def train_offline(settings: Settings, timeout_s: float | None = None) -> dict:
+    """The training job in a forked child; stopped (and reported as such) after `timeout_s`."""
     ctx = multiprocessing.get_context("fork")
     parent, child = ctx.Pipe()
     proc = ctx.Process(target=_train_offline, args=(settings, child))
+    started = time.perf_counter()
     proc.start()
-    result = parent.recv()
+    if parent.poll(timeout_s):
+        result = parent.recv()
+    else:
+        proc.kill()
+        result = {"seconds": time.perf_counter() - started, "error": f"stopped: not done within {timeout_s:.0f} s",
+                  "load": os.getloadavg()[0]}
     proc.join()
     return result
 
@@ -371,7 +378,8 @@ def build_rows(build: dict, collab: dict, offline: dict | None) -> list[list[str
     ]
     if offline and "error" in offline:
         rows.append(["training job (ALS + LightGBM ranker, holdout-scored)",
-                     f"failed after {offline['seconds']:.1f} s: {offline['error'][:60]}", "(reported)", ""])
+                     f"failed after {offline['seconds']:.1f} s: {offline['error'][:60]}", "(reported)",
+                     f"load avg {offline.get('load', float('nan')):.1f}"])
     elif offline:
         rows.append([f"training job, {offline['events']} (user, video) pairs",
                      f"{offline['seconds']:.1f} s, peak RSS {offline['peak_mb']:.0f} MB", "(reported)",
@@ -395,6 +403,8 @@ def main() -> None:
                         help="scale-out mode: feature store and event stream in this Redis (e.g. redis://127.0.0.1:"
                              "6379/5), under a scratch namespace whose keys are deleted afterwards")
     parser.add_argument("--seed", type=int, default=7, help="dataset seed")
+    parser.add_argument("--training-timeout", type=float, default=None, metavar="S",
+                        help="stop the training job after S seconds and report that it did not finish")
     parser.add_argument("--serving", action=argparse.BooleanOptionalAction, default=True,
                         help="measure the pages (--no-serving: dataset build and training only)")
     parser.add_argument("--training-events", type=int, default=None,
@@ -448,7 +458,7 @@ def main() -> None:
             collab = train_collab(data)
             print(f"collaborative model trained in {collab['train_s']:.1f}s", flush=True)
             if args.offline_training:
-                offline = train_offline(settings)
+                offline = train_offline(settings, args.training_timeout)
                 print(f"offline training job: {offline}", flush=True)
             else:
                 offline = None
