@@ -467,7 +467,10 @@ def main() -> None:
                   f"({', '.join(f'{k} {v:.1f}s' for k, v in build['steps'].items())}), {build['follows']} follows, "
                   f"peak RSS {build['rss_mb']:.0f} MB, load average {build['load']:.1f}", flush=True)
             collab = train_collab(data)
-            print(f"collaborative model trained in {collab['train_s']:.1f}s", flush=True)
+            print(f"collaborative model trained in {collab['train_s']:.1f}s (peak RSS {collab['peak_mb']:.0f} MB, "
+                  f"{collab['users']} users x {collab['items']} items, load average {collab['load']:.1f}); "
+                  f"faiss {collab['index_kind']} built in {collab['index_s']:.1f}s, "
+                  f"{collab['index_bytes'] / 2**20:.0f} MB", flush=True)
             if args.offline_training:
                 offline = train_offline(settings, args.training_timeout)
                 print(f"offline training job: {offline}", flush=True)
