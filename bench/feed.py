@@ -416,6 +416,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7, help="dataset seed")
     parser.add_argument("--training-timeout", type=float, default=None, metavar="S",
                         help="stop the training job after S seconds and report that it did not finish")
+    parser.add_argument("--search-docs", action=argparse.BooleanOptionalAction, default=True,
+                        help="PostgreSQL: build the videos' search documents after the load (--no-search-docs "
+                             "skips them; the For You feed does not read them)")
     parser.add_argument("--serving", action=argparse.BooleanOptionalAction, default=True,
                         help="measure the pages (--no-serving: dataset build and training only)")
     parser.add_argument("--training-events", type=int, default=None,
@@ -456,7 +459,8 @@ def main() -> None:
             build["generate_load"] = os.getloadavg()[0]
             started = time.perf_counter()
             if postgres_url:
-                build["steps"] = asyncio.run(load_postgres(postgres_url.replace("+asyncpg", ""), data, schema))
+                build["steps"] = asyncio.run(load_postgres(postgres_url.replace("+asyncpg", ""), data, schema,
+                                                           search_docs=args.search_docs))
             else:
                 build["steps"] = load_sqlite(settings.resolved_database_url.split(":///", 1)[1], data)
             build["load_s"] = time.perf_counter() - started

@@ -443,8 +443,11 @@ def _csv(rows: Sequence[tuple]) -> bytes:
     return out.getvalue().encode()
 
 
-async def load_postgres(dsn: str, data: FeedDataset, schema: str | None = None) -> dict[str, float]:
-    """Bulk-load with COPY into the migrated PostgreSQL database `dsn` (asyncpg DSN)."""
+async def load_postgres(dsn: str, data: FeedDataset, schema: str | None = None, *,
+                        search_docs: bool = True) -> dict[str, float]:
+    """Bulk-load with COPY into the migrated PostgreSQL database `dsn` (asyncpg DSN).
+    `search_docs=False` leaves the videos' search documents unbuilt (the For You feed does not
+    read them; at 1M videos they are most of the load's time)."""
     import asyncpg
 
     timings: dict[str, float] = {}
@@ -503,9 +506,10 @@ async def load_postgres(dsn: str, data: FeedDataset, schema: str | None = None) 
                 await copy("interaction_events", EVENT_COLUMNS, [r[:9] + (r[9] + "+00",) for r in rows])
             await con.execute("SET session_replication_role = origin")
             t = _log(timings, "interaction_events", t)
-            await con.execute("SELECT count(search_refresh_video(id)) FROM videos"
-                              " WHERE status = 'ready' AND visibility = 'public'")
-            t = _log(timings, "video search documents", t)
+            if search_docs:
+                await con.execute("SELECT count(search_refresh_video(id)) FROM videos"
+                                  " WHERE status = 'ready' AND visibility = 'public'")
+                t = _log(timings, "video search documents", t)
             for row in indexes:
                 await con.execute(row["indexdef"])
             t = _log(timings, "indexes", t)
