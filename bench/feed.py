@@ -489,9 +489,12 @@ def main() -> None:
                 results["concurrent_clients"] = args.concurrency
                 results["offline"] = offline
                 if args.uvicorn_workers:
-                    results["uvicorn"] = asyncio.run(measure_uvicorn(
-                        values, results["tokens"], workers=args.uvicorn_workers, concurrency=2 * args.concurrency,
-                        seconds=args.uvicorn_seconds))
+                    try:
+                        results["uvicorn"] = asyncio.run(measure_uvicorn(
+                            values, results["tokens"], workers=args.uvicorn_workers, concurrency=2 * args.concurrency,
+                            seconds=args.uvicorn_seconds))
+                    except Exception as exc:  # noqa: BLE001 - the in-process results are still printed
+                        print(f"uvicorn phase failed: {exc!r}", flush=True)
         finally:
             if schema:
                 asyncio.run(_pg(postgres_url, f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
