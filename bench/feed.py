@@ -1,17 +1,28 @@
 """For You benchmark: page latency and throughput, event -> next page latency, model training
 time and peak memory, ANN index size, on a generated platform.
 
-    python bench/feed.py [--users N --videos N --interactions N] [--postgres] [--pages N]
+    python bench/feed.py [--users N --videos N --interactions N] [--seed N]
+                         [--postgres | --database-url URL] [--redis-url URL] [--pages N]
+                         [--training-events N] [--training-timeout S] [--no-offline-training] [--no-serving]
 
-The issue's target is 1M videos / 100k users / 10M interactions. Generating and bulk-loading
-that on the shared 2-core machine takes far longer than the 10-minute budget of one run, so the
-defaults are scaled down (100k videos / 10k users / 1M interactions) and the table's title
-prints the scale actually used; pass the target sizes to run it in full.
+The issue's target is 1M videos / 100k users / 10M interactions (pass those sizes); the defaults
+are 100k / 10k / 1M, and the table's title says when the scale is below the target.
 
-Data comes from bench/social.py's generator (same loaders: executemany on SQLite, COPY on
-PostgreSQL). A collaborative model (ALS + ANN) is trained on the generated events and published
-to the model registry, so the collaborative source is live; the ranker is the heuristic one
-unless a LightGBM model is published. Page latency is server-side: the FastAPI app is called
+The platform comes from bench/feed_data.py: numpy columns generated in seeded chunks (the shape
+of bench/social.py's data: creators, Zipf popularity, hashtags, sounds, follows, views with
+completions, likes, shares, skips over 14 days), bulk-loaded through the raw connection (SQLite:
+executemany with the journal off; PostgreSQL: COPY), with the big tables' indexes built after
+the load, then ANALYZE; the load prints its time per step. `--postgres` runs in a scratch schema
+of the test database, `--database-url` in a scratch schema of another PostgreSQL database (both
+dropped afterwards); `--redis-url` adds Redis for the feature store and the event stream, as the
+scale-out deployment runs, under a scratch namespace whose keys are deleted afterwards.
+
+A collaborative model (ALS + ANN) is trained on the generated events and published to the model
+registry, so the collaborative source is live; the ranker is the heuristic one unless the
+training job publishes a LightGBM model. The training job (`clipfeed train`: load the event
+log, ALS and the LightGBM pipeline scored on a holdout, refits, publish) reports time and peak
+RSS per step; `--training-events` bounds the events it reads, `--training-timeout` stops it
+(reported as not finished). Page latency is server-side: the FastAPI app is called
 in process over ASGI (no sockets), one request at a time, so pages/s is the throughput of one
 process on one core; the baseline is the Trending page measured the same way in the same run.
 Training runs in a forked child so its peak RSS is its own.
@@ -28,6 +39,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing
+import os
 import random
 import resource
 import sys
@@ -39,7 +51,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._harness import print_table  # noqa: E402
-from bench.social import PG_URL, Dataset, _pg, load_postgres, load_sqlite, percentile  # noqa: E402
+from bench.feed_data import FeedDataset as Dataset  # noqa: E402
+from bench.feed_data import load_postgres, load_sqlite  # noqa: E402
+from bench.social import PG_URL, percentile  # noqa: E402
 from clipfeed.config import Settings  # noqa: E402
 from clipfeed.db.migrate import upgrade  # noqa: E402
 
@@ -51,14 +65,12 @@ def _train_collab(data: Dataset, conn) -> None:
 
     from clipfeed.feed.recsys.collaborative import CollaborativeModel
 
-    weights = {"view": 1.0, "like": 3.0, "share": 4.0, "comment": 2.0, "skip": 0.0}
-    users = [e[1] for e in data.events]
-    items = [e[2] for e in data.events]
-    w = [weights.get(e[0], 0.0) * (2.0 if e[5] else 1.0) for e in data.events]
+    users, items, w = data.collab_triples()
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     started = time.perf_counter()
     model = CollaborativeModel(factors=64, iterations=10).fit(users, items, w)
     trained = time.perf_counter() - started
+    del users, items, w
     started = time.perf_counter()
     index = model._index()
     indexed = time.perf_counter() - started
@@ -69,9 +81,9 @@ def _train_collab(data: Dataset, conn) -> None:
     with tempfile.NamedTemporaryFile(suffix=".bin", delete=False) as tmp:
         model.save(tmp.name)
     conn.send({"train_s": trained, "index_s": indexed, "index_bytes": index_bytes, "peak_mb": peak / 1024,
-               "rss_growth_mb": (peak - base) / 1024, "path": tmp.name, "items": len(model.item_ids)})
+               "rss_growth_mb": (peak - base) / 1024, "path": tmp.name, "items": len(model.item_ids),
+               "users": len(model.user_ids), "index_kind": type(index).__name__, "load": os.getloadavg()[0]})
     conn.close()
-
 
 
 def _train_offline(settings: Settings, conn) -> None:
@@ -85,7 +97,8 @@ def _train_offline(settings: Settings, conn) -> None:
         report = asyncio.run(train_and_publish(settings))
         result = {"seconds": time.perf_counter() - started, "events": report.events,
                   "published": {k: {"promoted": v["promoted"], "ndcg@20": v["metrics"].get("ndcg@20")}
-                                for k, v in report.published.items()}}
+                                for k, v in report.published.items()},
+                  "steps": report.steps, "load": os.getloadavg()[0]}
     except Exception as exc:  # noqa: BLE001 - reported in the table
         result = {"seconds": time.perf_counter() - started, "error": repr(exc)}
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -94,12 +107,19 @@ def _train_offline(settings: Settings, conn) -> None:
     conn.close()
 
 
-def train_offline(settings: Settings) -> dict:
+def train_offline(settings: Settings, timeout_s: float | None = None) -> dict:
+    """The training job in a forked child; stopped (and reported as such) after `timeout_s`."""
     ctx = multiprocessing.get_context("fork")
     parent, child = ctx.Pipe()
     proc = ctx.Process(target=_train_offline, args=(settings, child))
+    started = time.perf_counter()
     proc.start()
-    result = parent.recv()
+    if parent.poll(timeout_s):
+        result = parent.recv()
+    else:
+        proc.kill()
+        result = {"seconds": time.perf_counter() - started, "error": f"stopped: not done within {timeout_s:.0f} s",
+                  "load": os.getloadavg()[0]}
     proc.join()
     return result
 
@@ -335,6 +355,56 @@ async def measure_uvicorn(values: dict, tokens: dict[str, str], *, workers: int,
         server.wait(timeout=30)
 
 
+async def _pg(url: str, sql: str) -> None:
+    import asyncpg
+
+    con = await asyncpg.connect(url.replace("+asyncpg", ""))
+    try:
+        await con.execute(sql)
+    finally:
+        await con.close()
+
+
+def _drop_redis_keys(url: str, namespace: str) -> int:
+    """Delete the bench's keys (its scratch namespace) and nothing else."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        keys = list(client.scan_iter(match=f"{namespace}:*", count=1000))
+        for start in range(0, len(keys), 1000):
+            client.delete(*keys[start:start + 1000])
+        return len(keys)
+    finally:
+        client.close()
+
+
+def build_rows(build: dict, collab: dict, offline: dict | None) -> list[list[str]]:
+    """The dataset build, model training and index rows of the table."""
+    steps = ", ".join(f"{k} {v:.0f}" for k, v in build["steps"].items())
+    rows = [
+        ["dataset: generate (numpy) / bulk load", f"{build['generate_s']:.0f} s / {build['load_s']:.0f} s",
+         "(reported)", f"load avg {build['load']:.1f}; {steps} s; {build['follows']} follows; "
+                       f"bench RSS {build['rss_mb']:.0f} MB"],
+        [f"ALS (64 factors, 10 it.), {collab['users']} users x {collab['items']} items",
+         f"{collab['train_s']:.1f} s, peak RSS {collab['peak_mb']:.0f} MB", "(reported)",
+         f"load avg {collab['load']:.1f}"],
+        [f"ANN index (faiss {collab['index_kind']}) build / size",
+         f"{collab['index_s']:.1f} s / {collab['index_bytes'] / 2**20:.0f} MB", "(reported)", ""],
+    ]
+    if offline and "error" in offline:
+        rows.append(["training job (ALS + LightGBM ranker, holdout-scored)",
+                     f"failed after {offline['seconds']:.1f} s: {offline['error'][:60]}", "(reported)",
+                     f"load avg {offline.get('load', float('nan')):.1f}"])
+    elif offline:
+        rows.append([f"training job, {offline['events']} (user, video) pairs",
+                     f"{offline['seconds']:.1f} s, peak RSS {offline['peak_mb']:.0f} MB", "(reported)",
+                     f"load avg {offline['load']:.1f}; " + str(offline.get("published", ""))[:70]])
+        for name, step in offline["steps"].items():
+            rows.append([f"  {name}", f"{step['seconds']:.1f} s, peak RSS {step['peak_rss_mb']:.0f} MB", "", ""])
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--users", type=int, default=10_000)
@@ -342,6 +412,22 @@ def main() -> None:
     parser.add_argument("--interactions", type=int, default=1_000_000)
     parser.add_argument("--pages", type=int, default=1000, help="For You pages to time (5 per sampled user)")
     parser.add_argument("--postgres", action="store_true", help=f"PostgreSQL ({PG_URL}) in a scratch schema")
+    parser.add_argument("--database-url", metavar="URL",
+                        help="run on this PostgreSQL database instead (SQLAlchemy URL, e.g. postgresql+asyncpg://"
+                             "postgres@127.0.0.1:5432/clipfeed_bench), in a scratch schema dropped afterwards")
+    parser.add_argument("--redis-url", metavar="URL",
+                        help="scale-out mode: feature store and event stream in this Redis (e.g. redis://127.0.0.1:"
+                             "6379/5), under a scratch namespace whose keys are deleted afterwards")
+    parser.add_argument("--seed", type=int, default=7, help="dataset seed")
+    parser.add_argument("--training-timeout", type=float, default=None, metavar="S",
+                        help="stop the training job after S seconds and report that it did not finish")
+    parser.add_argument("--search-docs", action=argparse.BooleanOptionalAction, default=True,
+                        help="PostgreSQL: build the videos' search documents after the load (--no-search-docs "
+                             "skips them; the For You feed does not read them)")
+    parser.add_argument("--serving", action=argparse.BooleanOptionalAction, default=True,
+                        help="measure the pages (--no-serving: dataset build and training only)")
+    parser.add_argument("--training-events", type=int, default=None,
+                        help="CLIPFEED_FEED_TRAINING_MAX_EVENTS for the training job (default: the setting's)")
     parser.add_argument("--offline-training", action=argparse.BooleanOptionalAction, default=True,
                         help="also run feed-offline's training job (ALS + LightGBM ranker) and serve its models")
     parser.add_argument("--uvicorn-workers", type=int, default=2,
@@ -352,56 +438,79 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=0, help="ignored (shared CLI flag)")
     args = parser.parse_args()
     scaled = (args.videos, args.users, args.interactions) != TARGET
+    postgres_url = args.database_url or (PG_URL if args.postgres else None)
+    args.postgres = bool(postgres_url)
+    build: dict = {}
 
     with tempfile.TemporaryDirectory() as tmp:
         values = dict(data_dir=Path(tmp) / "data", secret_key="bench", feed_catalog_size=args.videos,
                       feed_catalog_refresh_s=600.0, likes_per_minute=100_000, shares_per_minute=100_000)
-        schema = None
-        if args.postgres:
+        schema = namespace = None
+        if postgres_url:
             schema = f"bench_{uuid.uuid4().hex[:8]}"
-            asyncio.run(_pg(f'CREATE SCHEMA "{schema}"'))
-            values.update(database_url=PG_URL, database_schema=schema)
+            asyncio.run(_pg(postgres_url, f'CREATE SCHEMA "{schema}"'))
+            values.update(database_url=postgres_url, database_schema=schema)
+        if args.redis_url:
+            namespace = f"bench-feed-{uuid.uuid4().hex[:8]}"
+            values.update(redis_url=args.redis_url, queue_name=namespace)
+        if args.training_events:
+            values.update(feed_training_max_events=args.training_events)
         settings = Settings(**values)
         try:
-            started = time.perf_counter()
             upgrade(settings)
-            data = Dataset(args.users, args.videos, args.interactions)
-            generated = time.perf_counter() - started
             started = time.perf_counter()
-            if args.postgres:
-                asyncio.run(load_postgres(settings, data))
+            data = Dataset(args.users, args.videos, args.interactions, seed=args.seed)
+            build["generate_s"] = time.perf_counter() - started
+            build["generate_load"] = os.getloadavg()[0]
+            started = time.perf_counter()
+            if postgres_url:
+                build["steps"] = asyncio.run(load_postgres(postgres_url.replace("+asyncpg", ""), data, schema,
+                                                           search_docs=args.search_docs))
             else:
-                load_sqlite(settings, data)
-            print(f"generated in {generated:.1f}s, loaded in {time.perf_counter() - started:.1f}s", flush=True)
+                build["steps"] = load_sqlite(settings.resolved_database_url.split(":///", 1)[1], data)
+            build["load_s"] = time.perf_counter() - started
+            build["load"] = os.getloadavg()[0]
+            build["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            build["follows"] = len(data.follow_src)
+            print(f"generated in {build['generate_s']:.1f}s, loaded in {build['load_s']:.1f}s "
+                  f"({', '.join(f'{k} {v:.1f}s' for k, v in build['steps'].items())}), {build['follows']} follows, "
+                  f"peak RSS {build['rss_mb']:.0f} MB, load average {build['load']:.1f}", flush=True)
             collab = train_collab(data)
-            print(f"collaborative model trained in {collab['train_s']:.1f}s", flush=True)
+            print(f"collaborative model trained in {collab['train_s']:.1f}s (peak RSS {collab['peak_mb']:.0f} MB, "
+                  f"{collab['users']} users x {collab['items']} items, load average {collab['load']:.1f}); "
+                  f"faiss {collab['index_kind']} built in {collab['index_s']:.1f}s, "
+                  f"{collab['index_bytes'] / 2**20:.0f} MB", flush=True)
             if args.offline_training:
-                offline = train_offline(settings)
+                offline = train_offline(settings, args.training_timeout)
                 print(f"offline training job: {offline}", flush=True)
             else:
                 offline = None
             if offline is None or "error" in offline:
                 asyncio.run(publish_collab(settings, collab["path"]))
             Path(collab["path"]).unlink(missing_ok=True)
-            results = asyncio.run(measure(settings, data, args.pages, args.profile, args.concurrency))
-            results["concurrent_clients"] = args.concurrency
-            results["offline"] = offline
-            if args.uvicorn_workers:
-                try:
-                    results["uvicorn"] = asyncio.run(measure_uvicorn(
-                        values, results["tokens"], workers=args.uvicorn_workers, concurrency=2 * args.concurrency,
-                        seconds=args.uvicorn_seconds))
-                except Exception as exc:  # noqa: BLE001 - keep the in-process results of a long run
-                    print(f"real uvicorn measurement failed: {exc!r}"[:400], flush=True)
+            results = None
+            if args.serving:
+                results = asyncio.run(measure(settings, data, args.pages, args.profile, args.concurrency))
+                results["concurrent_clients"] = args.concurrency
+                results["offline"] = offline
+                if args.uvicorn_workers:
+                    try:
+                        results["uvicorn"] = asyncio.run(measure_uvicorn(
+                            values, results["tokens"], workers=args.uvicorn_workers, concurrency=2 * args.concurrency,
+                            seconds=args.uvicorn_seconds))
+                    except Exception as exc:  # noqa: BLE001 - the in-process results are still printed
+                        print(f"uvicorn phase failed: {exc!r}", flush=True)
         finally:
             if schema:
-                asyncio.run(_pg(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+                asyncio.run(_pg(postgres_url, f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+            if namespace:
+                _drop_redis_keys(args.redis_url, namespace)
 
-    backend = "PostgreSQL" if args.postgres else "SQLite"
-    pages, first, trend = results["for_you"], results["first_page"], results["trending"]
-    reflect = [latency for latency, _shown in results["reflect"]]
-    shown = sum(1 for _latency, hit in results["reflect"] if hit)
-    offline = results["offline"]
+    backend = ("PostgreSQL" if args.postgres else "SQLite") + (" + Redis" if args.redis_url else "")
+    results = results or {}
+    pages, first, trend = results.get("for_you", []), results.get("first_page", []), results.get("trending", [])
+    reflect = [latency for latency, _shown in results.get("reflect", [])]
+    shown = sum(1 for _latency, hit in results.get("reflect", []) if hit)
     p99 = percentile(pages, 99)
     rows = [
         ["For You page (from the queue) p50 / p99", f"{percentile(pages, 50):.1f} / {p99:.1f} ms", "p99 <= 25 ms",
@@ -432,17 +541,10 @@ def main() -> None:
                                                      f"{max(reflect) * 1000:.0f} ms" if reflect else "n/a"),
          "<= 1 s", f"creator in that page: {shown}/{len(results['reflect'])}"
          + (" ok" if reflect and max(reflect) <= 1 else " MISSED")],
-        ["ALS training (64 factors, 10 it.)", f"{collab['train_s']:.1f} s, peak RSS {collab['peak_mb']:.0f} MB",
-         "(reported)", f"{collab['items']} items"],
-        *([["training job (ALS + LightGBM ranker, holdout-scored)",
-            (f"{offline['seconds']:.1f} s, peak RSS {offline['peak_mb']:.0f} MB" if "error" not in offline
-             else f"failed after {offline['seconds']:.1f} s: {offline['error'][:60]}"),
-            "(reported)", str(offline.get("published", ""))[:60]]] if offline else []),
-        ["ANN index (faiss) build / size", f"{collab['index_s']:.2f} s / {collab['index_bytes'] / 2**20:.1f} MB",
-         "(reported)", ""],
         ["catalog load (first request)", f"{results['catalog_s']:.1f} s", "(reported)", ""],
         ["modes served", ", ".join(f"{k}: {v}" for k, v in sorted(results["modes"].items())), "", ""],
-    ]
+    ] if results else []
+    rows += build_rows(build, collab, offline)
     scale = f"{args.videos} videos, {args.users} users, {args.interactions} interactions"
     if scaled:
         scale += " (SCALED DOWN from the 1M / 100k / 10M target)"

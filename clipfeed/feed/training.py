@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -47,6 +48,39 @@ class TrainingReport:
     videos: int
     seconds: float
     published: dict[str, dict] = field(default_factory=dict)
+    # step -> {"seconds", "peak_rss_mb"} (the process's peak RSS during that step, where the OS
+    # lets it be reset; else the peak so far)
+    steps: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+def _peak_rss_mb(reset: bool = False) -> float:
+    """The process's peak RSS (Linux: VmHWM, which writing 5 to clear_refs resets)."""
+    try:
+        if reset:
+            with open("/proc/self/clear_refs", "w") as handle:
+                handle.write("5")
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+@contextmanager
+def _step(steps: dict | None, name: str):
+    if steps is None:
+        yield
+        return
+    _peak_rss_mb(reset=True)
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        steps[name] = {"seconds": time.perf_counter() - started, "peak_rss_mb": _peak_rss_mb()}
 
 
 def _epoch(value) -> float:
@@ -59,8 +93,59 @@ def _epoch(value) -> float:
     return value.timestamp()
 
 
+FETCH_ROWS = 100_000
+FLAG_KINDS = {"share": "shared", "comment": "commented", "follow": "followed"}
+
+
+def _epochs(values: list) -> np.ndarray:
+    """Epoch seconds of created_at values: text on SQLite ('YYYY-MM-DD HH:MM:SS[.ffffff]', UTC),
+    datetimes on PostgreSQL."""
+    if values and isinstance(values[0], str):
+        try:
+            return np.array(values, dtype="datetime64[us]").astype(np.int64) / 1e6
+        except ValueError:  # not the plain layout (an offset?): parse one by one
+            pass
+    return np.array([_epoch(v) for v in values], dtype=np.float64)
+
+
+def _codes(values: list, index: dict) -> np.ndarray:
+    """Integer codes of string ids, growing `index` with the new ones."""
+    return np.fromiter((index.setdefault(v, len(index)) for v in values), dtype=np.int64, count=len(values))
+
+
+async def _event_columns(conn, limit: int) -> dict[str, np.ndarray | list]:
+    """The newest `limit` signed-in events as columns, oldest first, fetched in blocks (no
+    per-event Python objects beyond one block)."""
+    users: dict[str, int] = {}
+    videos: dict[str, int] = {}
+    kinds: dict[str, int] = {}
+    blocks = []
+    result = await conn.stream(text(
+        "SELECT kind, user_id, video_id, watch_ms, completed, replay, created_at "
+        "FROM interaction_events WHERE user_id IS NOT NULL AND video_id IS NOT NULL "
+        "ORDER BY id DESC LIMIT :limit"), {"limit": limit})
+    async for rows in result.partitions(FETCH_ROWS):
+        kind, user, video, watch, completed, replay, created = zip(*rows)
+        blocks.append((_codes(kind, kinds), _codes(user, users), _codes(video, videos),
+                       np.array([w or 0 for w in watch], dtype=np.float64), np.array(completed, dtype=bool),
+                       np.array(replay, dtype=bool), _epochs(list(created))))
+    names = ("kind", "user", "video", "watch_ms", "completed", "replay", "ts")
+    if blocks:
+        cols = {name: np.concatenate([b[i] for b in blocks])[::-1] for i, name in enumerate(names)}
+    else:
+        cols = {name: np.zeros(0, dtype=np.int64) for name in names}
+    cols["kind_names"] = list(kinds)
+    cols["user_ids"] = np.array(list(users), dtype=object)
+    cols["video_ids"] = np.array(list(videos), dtype=object)
+    return cols
+
+
 async def load_training_log(settings: Settings) -> InteractionLog:
-    """The most recent `feed_training_max_events` signed-in events as one row per (user, video)."""
+    """The most recent `feed_training_max_events` signed-in events as one row per (user, video),
+    in the order of each pair's first event: weight = the sum of the online store's event
+    weights (at least 0), flags = whether the pair saw a completion, share, comment, follow, a
+    skip without completion, and a like not undone by a later unlike. Columnar throughout, so
+    millions of events load without a Python object per event."""
     from clipfeed.db.engine import build_engine
     from clipfeed.feed.events import FeedEvent
     from clipfeed.feed.feature_store import event_weight
@@ -68,11 +153,8 @@ async def load_training_log(settings: Settings) -> InteractionLog:
     engine = build_engine(settings, pooled=False)
     try:
         async with engine.connect() as conn:
-            events = (await conn.execute(text(
-                "SELECT kind, user_id, video_id, creator_id, watch_ms, completed, replay, created_at "
-                "FROM interaction_events WHERE user_id IS NOT NULL AND video_id IS NOT NULL "
-                "ORDER BY id DESC LIMIT :limit"), {"limit": settings.feed_training_max_events})).all()
-            video_ids = sorted({e.video_id for e in events})
+            ev = await _event_columns(conn, settings.feed_training_max_events)
+            video_ids = sorted(ev["video_ids"].tolist())
             videos, tags = {}, defaultdict(list)
             for start in range(0, len(video_ids), 500):
                 chunk = video_ids[start:start + 500]
@@ -93,39 +175,59 @@ async def load_training_log(settings: Settings) -> InteractionLog:
                           duration_s=(row.duration_ms or 15_000) / 1000.0, caption=row.caption or "",
                           created_ts=_epoch(row.published_at or row.created_at))
             for vid, row in videos.items()}
-    pairs: dict[tuple[str, str], dict] = {}
-    for e in reversed(events):  # oldest first
-        if e.video_id not in meta:
-            continue  # the video was deleted: nothing to recommend
-        m = meta[e.video_id]
-        ev = FeedEvent(kind=e.kind, user_id=e.user_id, video_id=e.video_id, creator_id=e.creator_id, at=_epoch(e.created_at),
-                       watch_ms=e.watch_ms or 0, duration_ms=int(m.duration_s * 1000), completed=bool(e.completed),
-                       replay=bool(e.replay))
-        row = pairs.setdefault((e.user_id, e.video_id), {
-            "ts": ev.at, "weight": 0.0, "completed": False, "liked": False, "shared": False, "commented": False,
-            "followed": False, "skipped": False, "viewed": False})
-        row["weight"] += event_weight(ev)
-        if e.kind in ("view", "skip"):
-            row["viewed"] = True
-            row["skipped"] = row["skipped"] or (e.kind == "skip")
-            row["completed"] = row["completed"] or bool(e.completed)
-        flag = {"like": "liked", "share": "shared", "comment": "commented", "follow": "followed"}.get(e.kind)
-        if flag:
-            row[flag] = True
-        if e.kind == "unlike":
-            row["liked"] = False
-    keys = list(pairs)
-    rows = [pairs[k] for k in keys]
+    # Events of deleted videos go: nothing to recommend.
+    known = np.array([v in meta for v in ev["video_ids"].tolist()], dtype=bool)
+    keep = known[ev["video"]] if len(ev["video"]) else np.zeros(0, dtype=bool)
+    kind, user, video = ev["kind"][keep], ev["user"][keep], ev["video"][keep]
+    watch, completed, replay, ts = ev["watch_ms"][keep], ev["completed"][keep], ev["replay"][keep], ev["ts"][keep]
+    names = ev["kind_names"]
+    is_kind = {name: kind == code for code, name in enumerate(names)}
+    nothing = np.zeros(len(kind), dtype=bool)
 
-    def column(name):
-        return np.array([r[name] for r in rows], dtype=bool)
+    # The online store's weight of every event (feature_store.event_weight, vectorized: a view's
+    # duration is its video's, as the online path sees it).
+    weight = np.zeros(len(kind), dtype=np.float64)
+    for code, name in enumerate(names):
+        if name != "view":
+            weight[kind == code] = event_weight(FeedEvent(kind=name, user_id=None, video_id=None, creator_id=None, at=0))
+    views = is_kind.get("view", nothing)
+    if views.any():
+        duration = np.array([int(meta[v].duration_s * 1000) if v in meta else 0 for v in ev["video_ids"].tolist()],
+                            dtype=np.float64)
+        d = duration[video[views]] if len(duration) else duration
+        fraction = np.where(d > 0, np.minimum(1.0, watch[views] / np.maximum(d, 1)), 0.5)
+        weight[views] = fraction + completed[views] * 1.0 + replay[views] * 0.5
 
-    weight = np.maximum(np.array([r["weight"] for r in rows], dtype=np.float32), 0.0)
-    completed, liked = column("completed"), column("liked")
-    flags = {name: column(name) for name in ("completed", "liked", "shared", "commented", "followed")}
-    flags["skipped"] = column("skipped") & ~completed
-    return InteractionLog(np.array([k[0] for k in keys], dtype=object), np.array([k[1] for k in keys], dtype=object),
-                          np.array([r["ts"] for r in rows]), weight, completed | liked, flags, meta)
+    # One row per (user, video) pair, ordered by the pair's first event.
+    pair = user * max(1, len(ev["video_ids"])) + video
+    _, first, inverse = np.unique(pair, return_index=True, return_inverse=True)
+    n = len(first)
+
+    def any_of(mask: np.ndarray) -> np.ndarray:
+        return np.bincount(inverse[mask], minlength=n) > 0
+
+    summed = np.bincount(inverse, weights=weight, minlength=n)
+    watched = is_kind.get("view", nothing) | is_kind.get("skip", nothing)
+    flag_cols = {"completed": any_of(watched & completed)}
+    # liked: the pair's last like/unlike is a like
+    toggles = np.flatnonzero(is_kind.get("like", nothing) | is_kind.get("unlike", nothing))
+    last = np.full(n, -1, dtype=np.int64)
+    np.maximum.at(last, inverse[toggles], toggles)
+    liked = np.zeros(n, dtype=bool)
+    has = last >= 0
+    liked[has] = is_kind.get("like", nothing)[last[has]]
+    flag_cols["liked"] = liked
+    for kind_name, flag in FLAG_KINDS.items():
+        flag_cols[flag] = any_of(is_kind.get(kind_name, nothing))
+    flag_cols["skipped"] = any_of(is_kind.get("skip", nothing)) & ~flag_cols["completed"]
+
+    order = np.argsort(first, kind="stable")
+    first = first[order]
+    flags = {name: flag_cols[name][order] for name in ("completed", "liked", "shared", "commented", "followed",
+                                                        "skipped")}
+    return InteractionLog(ev["user_ids"][user[first]], ev["video_ids"][video[first]], ts[first],
+                          np.maximum(summed[order], 0.0).astype(np.float32), flags["completed"] | flags["liked"],
+                          flags, meta)
 
 
 def _state_options() -> dict:
@@ -135,11 +237,13 @@ def _state_options() -> dict:
     return {"skip_penalty": 0.0, "velocity_half_life_s": VELOCITY_HALF_LIFE_S, "online_sources": True}
 
 
-def train_models(data: InteractionLog, settings: Settings, *, seed: int = 0):
+def train_models(data: InteractionLog, settings: Settings, *, seed: int = 0, steps: dict | None = None):
     """Fit on all but the holdout, score on it, refit on everything.
-    Returns (collab model, ranker, collab metrics, ranker metrics)."""
+    Returns (collab model, ranker, collab metrics, ranker metrics); `steps` gets each step's
+    time and peak RSS."""
     catalogue = data.all_items
-    split = temporal_split(data, 1.0 - settings.feed_training_holdout)
+    with _step(steps, "holdout split"):
+        split = temporal_split(data, 1.0 - settings.feed_training_holdout)
     users = sorted(u for u, rel in split.relevant.items() if rel)
     if not users:
         raise TrainingSkipped("no user has positive interactions in the holdout")
@@ -153,17 +257,21 @@ def train_models(data: InteractionLog, settings: Settings, *, seed: int = 0):
         return evaluate(recs, split.relevant, k=K, catalogue_size=len(catalogue), users_per_item=counts,
                         n_users=n_users)
 
-    als = ALS(seed=seed).fit(split.train, catalogue)
-    collab_metrics = score(als)
-    pipeline = ClipfeedRecommender(weights=settings.feed_score_weights, seed=seed, als_params=als.params,
-                                   use_itemknn=False, state_options=_state_options())
-    pipeline.fit(split.train, catalogue)
-    ranker_metrics = score(pipeline)
+    with _step(steps, "ALS tuned on the holdout split"):
+        als = ALS(seed=seed).fit(split.train, catalogue)
+        collab_metrics = score(als)
+    with _step(steps, "pipeline (ALS + LightGBM ranker) on the holdout split"):
+        pipeline = ClipfeedRecommender(weights=settings.feed_score_weights, seed=seed, als_params=als.params,
+                                       use_itemknn=False, state_options=_state_options())
+        pipeline.fit(split.train, catalogue)
+        ranker_metrics = score(pipeline)
 
-    final_als = ALS(als.params, tune=False, seed=seed).fit(data, catalogue)
-    final = ClipfeedRecommender(weights=settings.feed_score_weights, seed=seed, als_params=als.params,
-                                use_itemknn=False, state_options=_state_options())
-    ranker = final.train_ranker(data, catalogue)
+    with _step(steps, "ALS on everything (published)"):
+        final_als = ALS(als.params, tune=False, seed=seed).fit(data, catalogue)
+    with _step(steps, "LightGBM ranker on everything (published)"):
+        final = ClipfeedRecommender(weights=settings.feed_score_weights, seed=seed, als_params=als.params,
+                                    use_itemknn=False, state_options=_state_options())
+        ranker = final.train_ranker(data, catalogue)
     return final_als.model, ranker, collab_metrics, ranker_metrics
 
 
@@ -205,22 +313,26 @@ async def train_and_publish(settings: Settings, force: bool = True) -> TrainingR
             if history < period_s:
                 raise TrainingSkipped(f"{history / 60:.0f} min of events so far; the first model waits for "
                                       f"{settings.feed_training_period_minutes} min")
-    data = await load_training_log(settings)
+    steps: dict[str, dict[str, float]] = {}
+    with _step(steps, "load the event log"):
+        data = await load_training_log(settings)
     if len(data) < settings.feed_training_min_events:
         raise TrainingSkipped(f"{len(data)} interactions, fewer than CLIPFEED_FEED_TRAINING_MIN_EVENTS="
                               f"{settings.feed_training_min_events}")
     import asyncio
 
-    collab, ranker, collab_metrics, ranker_metrics = await asyncio.to_thread(train_models, data, settings)
+    collab, ranker, collab_metrics, ranker_metrics = await asyncio.to_thread(train_models, data, settings,
+                                                                             steps=steps)
     report = TrainingReport(events=len(data), users=len(set(data.user.tolist())), videos=len(data.all_items),
-                            seconds=0.0)
-    for kind, model, metrics in (("collab", collab, collab_metrics), ("ranker", ranker, ranker_metrics)):
-        if not hasattr(model, "save"):
-            log.warning("no %s model learned (too few labels); nothing published", kind)
-            continue
-        metrics = {**metrics, "interactions": float(len(data))}
-        version, promoted = await registry.publish(kind, model, metrics, compare_on=COMPARE_ON)
-        report.published[kind] = {"version": version, "promoted": promoted, "metrics": metrics}
+                            seconds=0.0, steps=steps)
+    with _step(steps, "publish (serialize, index, store)"):
+        for kind, model, metrics in (("collab", collab, collab_metrics), ("ranker", ranker, ranker_metrics)):
+            if not hasattr(model, "save"):
+                log.warning("no %s model learned (too few labels); nothing published", kind)
+                continue
+            metrics = {**metrics, "interactions": float(len(data))}
+            version, promoted = await registry.publish(kind, model, metrics, compare_on=COMPARE_ON)
+            report.published[kind] = {"version": version, "promoted": promoted, "metrics": metrics}
     report.seconds = time.perf_counter() - started
     log.info("trained on %s interactions in %.1fs: %s", report.events, report.seconds, report.published)
     return report

@@ -142,3 +142,65 @@ def test_the_periodic_training_job_is_registered_and_skips_quietly_when_not_due(
     assert PERIODIC["feed.train_models"].fn is tasks.train_feed_models
     tasks.train_feed_models(settings)  # empty log: nothing to learn, no exception, nothing published
     assert asyncio.run(ModelRegistry(build_store(settings)).list("collab")) == []
+
+
+def _fold_one_by_one(rows, durations):
+    """The per-event fold the columnar loader must agree with, written the plain way."""
+    from clipfeed.feed.events import FeedEvent
+    from clipfeed.feed.feature_store import event_weight
+
+    pairs = {}
+    for r in rows:  # oldest first
+        if r["video_id"] not in durations:
+            continue
+        ev = FeedEvent(kind=r["kind"], user_id=r["user_id"], video_id=r["video_id"], creator_id=None,
+                       at=r["created_at"].timestamp(), watch_ms=r.get("watch_ms", 0),
+                       duration_ms=durations[r["video_id"]], completed=r.get("completed", False),
+                       replay=r.get("replay", False))
+        p = pairs.setdefault((r["user_id"], r["video_id"]), {"ts": ev.at, "weight": 0.0, "completed": False,
+                                                             "liked": False, "shared": False, "skipped": False})
+        p["weight"] += event_weight(ev)
+        if ev.kind in ("view", "skip"):
+            p["completed"] |= ev.completed
+            p["skipped"] |= ev.kind == "skip"
+        if ev.kind in ("like", "unlike"):
+            p["liked"] = ev.kind == "like"
+        if ev.kind == "share":
+            p["shared"] = True
+    return pairs
+
+
+def test_the_columnar_loader_folds_events_as_one_by_one(settings):
+    from datetime import timedelta
+
+    owner = factories.make_user(settings, "maker")["id"]
+    short = factories.make_video(settings, owner, "short #a", duration_ms=8_000)
+    long = factories.make_video(settings, owner, "long #b", duration_ms=40_000)
+    gone = factories.make_video(settings, owner, "deleted later")
+    users = [factories.make_user(settings, f"viewer{i}")["id"] for i in range(3)]
+    t0 = datetime(2026, 11, 1, tzinfo=UTC)
+    rng = np.random.default_rng(3)
+    rows = []
+    for i in range(400):
+        kind = ["view", "view", "skip", "like", "unlike", "share", "comment"][rng.integers(0, 7)]
+        rows.append({"kind": kind, "user_id": users[rng.integers(0, 3)],
+                     "video_id": [short, long, gone][rng.integers(0, 3)],
+                     "watch_ms": int(rng.integers(0, 50_000)) if kind == "view" else 0,
+                     "completed": bool(kind == "view" and rng.random() < 0.4),
+                     "replay": bool(kind == "view" and rng.random() < 0.1),
+                     "created_at": t0 + timedelta(seconds=i * 7)})
+    factories.events(settings, rows)
+    factories.delete_video(settings, gone)
+
+    data = asyncio.run(load_training_log(settings))
+    expected = _fold_one_by_one(rows, {short: 8_000, long: 40_000})
+    assert list(zip(data.user.tolist(), data.item.tolist())) == list(expected)  # order of first events
+    want = list(expected.values())
+    assert np.allclose(data.weight, [max(0.0, p["weight"]) for p in want], atol=1e-5)
+    assert np.allclose(data.ts, [p["ts"] for p in want])
+    for flag in ("completed", "liked", "shared"):
+        assert data.flags[flag].tolist() == [p[flag] for p in want], flag
+    assert data.flags["skipped"].tolist() == [p["skipped"] and not p["completed"] for p in want]
+    assert data.positive.tolist() == [p["completed"] or p["liked"] for p in want]
+    assert 0 < data.flags["liked"].sum() < len(data)  # unlikes undid some likes
+    assert set(data.items) == {short, long}
