@@ -78,7 +78,7 @@ def run_evaluation(log: InteractionLog, *, k: int = 20, seed: int = 0, weights: 
         elif name == "clipfeed":
             # The same ALS hyperparameters the ALS baseline chose on the training data.
             model = ClipfeedRecommender(weights=weights, seed=seed, als_params=als_params or None,
-                                        blend_without_metadata=True)
+                                        blend_without_metadata=True, hybrid_blend=True)
         else:
             raise ValueError(f"unknown model {name!r}")
         model.fit(split.train, catalogue)
