@@ -329,7 +329,10 @@ class ClipfeedRecommender:
                  hybrid_blend: bool = False):
         """`state_options` go to every LogState (e.g. the online event weights for training).
         `blend_without_metadata`: on a log without item metadata, rank with `blend.SignalBlend`
-        (offline evaluation of u.data logs; the served ranker always has the videos' metadata)."""
+        (offline evaluation of u.data logs; the served ranker always has the videos' metadata).
+        `hybrid_blend`: also fit `blend.SignalBlend` and add it to the ranker's standardised score,
+        the ranker's weight chosen on an inner temporal split of train (offline evaluation; the
+        online feed does not compute the blend's signals)."""
         self.blend_without_metadata = blend_without_metadata
         self.hybrid_blend = hybrid_blend
         self.hybrid_weight: float | None = None
