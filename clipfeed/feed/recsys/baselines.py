@@ -135,7 +135,7 @@ def _keep_top_per_row(m: sp.csr_matrix, k: int) -> sp.csr_matrix:
     return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=m.shape)
 
 
-ALS_GRID = [dict(factors=f, regularization=r, alpha=a) for f in (32, 64) for r in (0.05, 0.5) for a in (5.0, 20.0)]
+ALS_GRID = [dict(factors=f, regularization=r, alpha=a) for f in (8, 16, 32, 64) for r in (0.05, 0.5) for a in (1.0, 5.0, 20.0)]
 
 
 class ALS:

@@ -299,6 +299,9 @@ def diversify(ranked: Sequence[str], creator_of: Mapping[str, str], *, window: i
     return out
 
 
+HYBRID_WEIGHTS = (0.25, 0.5, 1.0, 2.0, 4.0, np.inf)  # the ranker's weight against the blend's (inf: ranker only)
+
+
 def _labels(later: InteractionLog, seen_before: Mapping[str, set]) -> dict[str, dict[str, dict[str, bool]]]:
     """user -> item -> head -> label, from the interactions after the ranker's feature cut."""
     flags = later.flags
@@ -322,11 +325,17 @@ class ClipfeedRecommender:
     def __init__(self, *, weights: Mapping[str, float] | None = None, seed: int = 0, label_fractions: Sequence[float] = (0.25, 0.45),
                  negatives_per_user: int = 60, n_estimators: int = 150, use_itemknn: bool = True,
                  als_params: dict | None = None, diversity: bool = True, learn_to_rank: bool = True,
-                 state_options: Mapping | None = None, blend_without_metadata: bool = False):
+                 state_options: Mapping | None = None, blend_without_metadata: bool = False,
+                 hybrid_blend: bool = False):
         """`state_options` go to every LogState (e.g. the online event weights for training).
         `blend_without_metadata`: on a log without item metadata, rank with `blend.SignalBlend`
-        (offline evaluation of u.data logs; the served ranker always has the videos' metadata)."""
+        (offline evaluation of u.data logs; the served ranker always has the videos' metadata).
+        `hybrid_blend`: also fit `blend.SignalBlend` and add it to the ranker's standardised score,
+        the ranker's weight chosen on an inner temporal split of train (offline evaluation; the
+        online feed does not compute the blend's signals)."""
         self.blend_without_metadata = blend_without_metadata
+        self.hybrid_blend = hybrid_blend
+        self.hybrid_weight: float | None = None
         self.state_options = dict(state_options or {})
         self.learn_to_rank = learn_to_rank
         self.weights = dict(weights or DEFAULT_WEIGHTS)
@@ -350,11 +359,49 @@ class ClipfeedRecommender:
 
             self.blend = SignalBlend(als_params=self.als_params, seed=self.seed).fit(train, catalogue)
             return self
+        if self.hybrid_blend:
+            self.hybrid_weight = self._tune_hybrid(train, catalogue)
+            from clipfeed.feed.recsys.blend import SignalBlend
+
+            self.blend_signals = SignalBlend(als_params=self.als_params, seed=self.seed).fit(train, catalogue)
         self.ranker = self.train_ranker(train, catalogue)
         self.state = LogState(train, catalogue, sources=fit_sources(train, catalogue, als_params=self.als_params,
                                                                     seed=self.seed, use_itemknn=self.use_itemknn),
                               **self.state_options)
         return self
+
+    def _tune_hybrid(self, train: InteractionLog, catalogue: Sequence[str]) -> float:
+        """The weight of the ranker's (per-user standardised) score against the signal blend's,
+        chosen by NDCG@20 on an inner temporal split of `train` (both fitted on its first 80 %)."""
+        from clipfeed.feed.recsys.blend import TUNING_USERS, SignalBlend
+        from clipfeed.feed.recsys.metrics import ndcg_at_k
+
+        inner = temporal_split(train, 0.8)
+        users = sorted(u for u, rel in inner.relevant.items() if rel)
+        if not users:
+            return HYBRID_WEIGHTS[-1]
+        if len(users) > TUNING_USERS:
+            users = sorted(np.random.default_rng(self.seed).choice(users, TUNING_USERS, replace=False).tolist())
+        sub = ClipfeedRecommender(weights=self.weights, seed=self.seed, label_fractions=self.label_fractions,
+                                  negatives_per_user=self.negatives_per_user, n_estimators=self.n_estimators,
+                                  use_itemknn=self.use_itemknn, als_params=self.als_params, diversity=self.diversity,
+                                  learn_to_rank=self.learn_to_rank, state_options=self.state_options)
+        sub.fit(inner.train, catalogue)
+        sub.blend_signals = SignalBlend(als_params=self.als_params, seed=self.seed).fit(inner.train, catalogue)
+
+        per_user, ranker_scores = sub._ranker_scores(users)
+
+        def score(w: float) -> float:
+            sub.hybrid_weight = w
+            if w == np.inf:
+                recs = sub.recommend(users, 20)
+            else:
+                recs = sub._recommend_hybrid(users, 20, per_user, ranker_scores)
+            return float(np.mean([ndcg_at_k(recs[u], inner.relevant[u], 20) for u in users]))
+
+        scores = {w: score(w) for w in HYBRID_WEIGHTS}
+        self.hybrid_inner_ndcg = scores
+        return max(HYBRID_WEIGHTS, key=lambda w: (scores[w], w))  # ties: more of the ranker
 
     def ranker_dataset(self, train: InteractionLog, catalogue: Sequence[str]
                        ) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
@@ -429,14 +476,9 @@ class ClipfeedRecommender:
         if getattr(self, "blend", None) is not None:
             return self.blend.recommend(users, k)
         state = self.state
-        per_user, blocks = [], []
-        for user in users:
-            rows, sources = state.candidates(user)
-            per_user.append(rows)
-            if len(rows):
-                blocks.append(state.features(user, rows, sources))
-        # One ranker call for everyone: LightGBM's per-call overhead dominates small batches.
-        scores = weighted_score(self.ranker.predict(np.vstack(blocks)), self.weights) if blocks else np.zeros(0)
+        per_user, scores = self._ranker_scores(users)
+        if self.hybrid_weight is not None and self.hybrid_weight != np.inf:
+            return self._recommend_hybrid(users, k, per_user, scores)
         out, offset = {}, 0
         for user, rows in zip(users, per_user):
             s = scores[offset:offset + len(rows)]
@@ -449,4 +491,45 @@ class ClipfeedRecommender:
                 creator_of = {v: state.creator_of[state.data.item_index[v]] for v in ranked[:3 * k]}
                 ranked = diversify(ranked[:3 * k], creator_of, limit=k)
             out[user] = ranked[:k]
+        return out
+
+    def _ranker_scores(self, users: Sequence[str]) -> tuple[list[np.ndarray], np.ndarray]:
+        """Every user's candidate rows and the ranker's weighted score of each (concatenated)."""
+        state = self.state
+        per_user, blocks = [], []
+        for user in users:
+            rows, sources = state.candidates(user)
+            per_user.append(rows)
+            if len(rows):
+                blocks.append(state.features(user, rows, sources))
+        # One ranker call for everyone: LightGBM's per-call overhead dominates small batches.
+        scores = weighted_score(self.ranker.predict(np.vstack(blocks)), self.weights) if blocks else np.zeros(0)
+        return per_user, scores
+
+    def _recommend_hybrid(self, users: Sequence[str], k: int, per_user: list[np.ndarray], scores: np.ndarray
+                          ) -> dict[str, list[str]]:
+        """The blend's total (a sum of per-user z-scores over every unseen item) plus the ranker's
+        score standardised over the user's candidates times `hybrid_weight`; items that are not
+        candidates get the lowest candidate's ranker term. Then the same diversity re-ranking."""
+        state, w = self.state, self.hybrid_weight
+        offsets = np.cumsum([0, *map(len, per_user)])
+        out = {}
+        for start in range(0, len(users), 256):
+            batch = list(users[start:start + 256])
+            total, seen = self.blend_signals.totals(batch)
+            for j, user in enumerate(batch):
+                rows = per_user[start + j]
+                s = scores[offsets[start + j]:offsets[start + j + 1]]
+                bonus = np.zeros(total.shape[1])
+                if len(rows):
+                    rz = (s - s.mean()) / (s.std() + 1e-9)
+                    bonus[:] = rz.min()
+                    bonus[rows] = rz
+                final = np.where(seen[j], -np.inf, total[j] + w * bonus)
+                top = top_k_excluding(final, np.zeros(0, np.int64), min(3 * k, int((~seen[j]).sum())))
+                ranked = [state.catalogue[r] for r in top]
+                if self.diversity:
+                    creator_of = {v: state.creator_of[state.data.item_index[v]] for v in ranked}
+                    ranked = diversify(ranked, creator_of, limit=k)
+                out[user] = ranked[:k]
         return out
