@@ -200,6 +200,37 @@ def test_swiping_ten_feed_videos_each_plays_with_at_most_three_video_elements(li
     assert tab.errors == [], tab.errors
 
 
+@pytest.mark.browser
+def test_feed_posters_are_painted_on_canvases_and_emptied_with_their_cards(live_server, feed, tabs):
+    # Posters are not <img>s (Chromium kept each decoded one in its image cache after the card
+    # was gone): each card paints its poster on a canvas, and a card that leaves the window
+    # empties it. Without preloading the next card has no <video>, so its poster is what shows.
+    tab = tabs()
+    page = tab.goto("/?preload=0")
+    page.wait_for_function(CURRENT_PLAYS)
+    next_poster = page.wait_for_function("""() => {
+        const card = document.querySelector('.pager .card[aria-hidden="true"]');  // the next one: no previous yet
+        const canvas = card && card.querySelector('canvas.poster');
+        return canvas && canvas.width > 0 && !card.querySelector('video') && {w: canvas.width, h: canvas.height};
+    }""").json_value()
+    assert 0 < next_poster["w"] <= 360 and 0 < next_poster["h"] <= 640, next_poster
+    assert page.evaluate("document.querySelectorAll('.pager img, .pager video[poster]').length") == 0
+    page.evaluate("""() => { window.__firstPoster = document.querySelector('.pager .card[aria-hidden="false"] canvas.poster'); }""")
+    assert page.evaluate("window.__firstPoster !== null")
+    seen = [page.evaluate("document.querySelector('.card[aria-hidden=\"false\"]').dataset.id")]
+    for _ in range(2):
+        page.keyboard.press("ArrowDown")
+        page.wait_for_function(f"seen => {{ const id = ({CURRENT_PLAYS})(); return id && !seen.includes(id) && id; }}",
+                               arg=seen)
+        seen.append(page.evaluate("document.querySelector('.card[aria-hidden=\"false\"]').dataset.id"))
+    released = page.evaluate("({connected: window.__firstPoster.isConnected, w: window.__firstPoster.width,"
+                             " h: window.__firstPoster.height})")
+    assert released == {"connected": False, "w": 0, "h": 0}, released
+    assert page.evaluate("document.querySelectorAll('.pager canvas.poster').length") <= 3
+    assert tab.csp_violations() == [], tab.errors
+    assert tab.errors == [], tab.errors
+
+
 @pytest.fixture
 def uploader(live_server, client):
     return register(client)

@@ -4,7 +4,7 @@
 
 import { api, knownUser, profile, forgetProfile } from "./api.js";
 import { h, icon, formatCount, richText, toast, go } from "./dom.js";
-import { Slot, warm, cancelWarm } from "./playback.js";
+import { Poster, Slot, warm, cancelWarm } from "./playback.js";
 import { openComments, openShare } from "./sheets.js";
 
 const WARM_AHEAD = 5;
@@ -346,6 +346,8 @@ export class Pager {
 
   releaseCard(entry) {
     if (entry.slot) this.detach(entry);
+    if (entry.poster) entry.poster.release();
+    entry.poster = null;
     entry.card.remove();
   }
 
@@ -446,8 +448,8 @@ export class Pager {
   buildCard(item, index) {
     const entry = { item, index, slot: null, session: null, userPaused: false };
     const poster = item.urls && item.urls.poster;
-    entry.stage = h("div", { class: "stage-fill" },
-      poster ? h("img", { class: "poster", src: poster, alt: "", decoding: "async" }) : null);
+    entry.poster = poster ? new Poster(poster, { width: item.width, height: item.height }) : null;
+    entry.stage = h("div", { class: "stage-fill" }, entry.poster ? entry.poster.canvas : null);
     const tap = h("div", { class: "tap-layer", "aria-hidden": "true" });
     let lastTap = 0;
     let tapTimer = 0;

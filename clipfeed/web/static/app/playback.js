@@ -95,6 +95,58 @@ export function cancelWarm(keep) {
   }
 }
 
+// The still shown until a card's video plays. Not an <img> (nor video.poster): Chromium keeps
+// every decoded image in its image decode cache (discardable shared memory, about 3.7 MB for a
+// 720x1280 poster) long after the element is gone, so a feed of distinct posters grew the
+// renderer by that much per swipe. Here the poster is fetched, decoded at the size it is shown
+// (createImageBitmap with a resize), drawn into a <canvas> and the bitmap closed at once;
+// release() empties the canvas. Nothing outlives the card.
+export class Poster {
+  constructor(url, { width = 0, height = 0 } = {}) {
+    this.canvas = document.createElement("canvas");
+    this.canvas.className = "poster";
+    this.canvas.setAttribute("aria-hidden", "true");
+    this.canvas.width = 0;
+    this.canvas.height = 0;
+    this.controller = new AbortController();
+    this.paint(url, width, height).catch(() => null);  // no poster: the card stays dark until the video plays
+  }
+
+  async paint(url, width, height) {
+    const signal = this.controller.signal;
+    const response = await fetch(url, { signal, credentials: "same-origin" });
+    if (!response.ok) return;
+    const blob = await response.blob();
+    if (signal.aborted) return;
+    // Decode at the device pixels the card covers (object-fit: cover), never above the source.
+    const dpr = Math.min(window.devicePixelRatio || 1, 3);
+    const boxW = Math.max(1, (window.innerWidth || 390) * dpr);
+    const boxH = Math.max(1, (window.innerHeight || 844) * dpr);
+    const options = { resizeQuality: "medium" };
+    if (width > 0 && height > 0) {
+      const scale = Math.min(1, Math.max(boxW / width, boxH / height));
+      options.resizeWidth = Math.max(1, Math.round(width * scale));
+      options.resizeHeight = Math.max(1, Math.round(height * scale));
+    }
+    const bitmap = await createImageBitmap(blob, options);
+    try {
+      if (signal.aborted) return;
+      this.canvas.width = bitmap.width;
+      this.canvas.height = bitmap.height;
+      this.canvas.getContext("2d", { alpha: false }).drawImage(bitmap, 0, 0);
+    } finally {
+      bitmap.close();
+    }
+  }
+
+  release() {
+    this.controller.abort();
+    this.canvas.width = 0;
+    this.canvas.height = 0;
+    this.canvas.remove();
+  }
+}
+
 // One <video> with its hls.js instance. release() leaves nothing behind.
 export class Slot {
   constructor(item, { onError } = {}) {
@@ -109,7 +161,6 @@ export class Slot {
     this.video.preload = "auto";
     this.video.setAttribute("playsinline", "");
     this.video.setAttribute("aria-hidden", "true");
-    if (item.urls && item.urls.poster) this.video.poster = item.urls.poster;
     this.onError = onError;
     this.recoveries = 0;
   }
@@ -163,7 +214,6 @@ export class Slot {
     }
     this.video.pause();
     this.video.removeAttribute("src");
-    this.video.removeAttribute("poster");
     this.video.load();
     this.video.remove();
   }
