@@ -36,14 +36,9 @@ from clipfeed.config import Settings  # noqa: E402
 from clipfeed.db import Database  # noqa: E402
 from clipfeed.db.migrate import upgrade  # noqa: E402
 
+from bench.feed_data import COMMON_WORDS, DAY, REGION_WEIGHTS, REGIONS  # noqa: E402 (one platform shape for both benches)
+
 PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
-REGIONS = ["US", "BR", "IN", "ID", "MX", "FR", "DE", "GB", "JP", "NG", "TR", "PH"]
-REGION_WEIGHTS = [20, 10, 14, 8, 6, 5, 5, 5, 6, 4, 3, 4]
-COMMON_WORDS = ("the my this with when you and day love how to best new watch wait for it part "
-                "dance pasta recipe cat dog funny travel music workout makeup tutorial prank life "
-                "hack summer beach coffee morning vibes game goal challenge trend duet remix "
-                "street food home garden baby guitar piano art drawing skate surf ski fashion").split()
-DAY = 86400.0
 
 
 def sqlite_ts(moment: datetime) -> str:
