@@ -106,11 +106,11 @@ def create_app(settings: Settings | None = None, *, run_workers: bool | None = N
         finally:
             if app.state.ingest is not None:
                 await app.state.ingest.stop()
+            app.state.jobs.stop_consumer()  # before the clients: no new job can publish after
             from clipfeed.live import chat, presence  # live's Redis clients (chat, presence, pubsub)
 
             await chat.close_clients(app)
             await presence.close_clients()
-            app.state.jobs.stop_consumer()
             from clipfeed.feed.foryou import drop_engine  # the For You queues of this app
 
             drop_engine(settings)

@@ -56,6 +56,18 @@ def test_live_redis_clients_are_closed_at_shutdown(settings_factory, tmp_path):
                 if publisher.poll() is None:
                     publisher.kill()
             wait_for(lambda: server.app.state.ingest.ended_log, timeout=30, message="publish_ended")
+            # The replay's job announces "video_ready" through the shared publisher when it ends: let
+            # it end first (a job still running at shutdown would publish on a fresh connection
+            # after the app closed its clients).
+            replay = {}
+
+            def replay_settled() -> bool:
+                replay_id = http.get(f"/api/v1/live/{stream['stream_id']}").json().get("replay_video_id")
+                if replay_id:
+                    replay.update(http.get(f"/api/v1/videos/{replay_id}").json())
+                return replay.get("status") in ("ready", "rejected", "failed")
+
+            wait_for(replay_settled, timeout=120, message="the replay's processing to end")
         names = {c["name"] for c in _live_connections(settings.redis_url)}
         assert names == set(LIVE_CLIENTS), names  # both kinds were open while live
         with warnings.catch_warnings(record=True) as caught:

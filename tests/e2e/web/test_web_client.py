@@ -261,7 +261,10 @@ def test_reload_mid_upload_resumes_from_the_server_offset(live_server, client, c
     gate.open()
     page.set_input_files("#upload-file", str(clips["big"]))
     page.click("#upload-start")
-    page.wait_for_function("() => document.getElementById('upload-progress').value >= 100", timeout=60_000)
+    # The bar reaches 100 % once the last bytes are sent; "Uploaded." once the server has
+    # acknowledged them (what the listing below depends on).
+    page.wait_for_function("() => document.getElementById('upload-progress-text').textContent === 'Uploaded.'",
+                           timeout=60_000)
     assert gate.offsets and gate.offsets[0] >= 8 * 1024 * 1024, gate.offsets  # resumed, not restarted
     videos = client.get(f"/api/v1/users/{uploader['user']['id']}/videos", headers=uploader["headers"]).json()["items"]
     assert [v["caption"] for v in videos] == ["resumable #big"]

@@ -404,7 +404,10 @@ def test_drop_a_file_then_pause_and_resume_the_upload(live_server, client, big_c
     tab.shot("upload-paused-desktop")
     gate.open()
     pause.click()
-    page.wait_for_function("() => document.getElementById('upload-progress').value >= 100", timeout=60_000)
+    # The bar reaches 100 % once the last bytes are sent; "Uploaded." once the server has
+    # acknowledged them (what the listing below depends on).
+    page.wait_for_function("() => document.getElementById('upload-progress-text').textContent === 'Uploaded.'",
+                           timeout=60_000)
     assert gate.offsets and gate.offsets[0] >= CHUNK, gate.offsets  # resumed at the server's offset, not from zero
     videos = client.get(f"/api/v1/users/{viewer['id']}/videos", headers=viewer["headers"]).json()["items"]
     assert [v["caption"] for v in videos] == ["dropped and paused #drop"]
