@@ -63,6 +63,7 @@ class Database:
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False, info={"settings": settings})
         self._pooled = pooled
         self._read_sessions: async_sessionmaker | None = None
+        self._read_engine: AsyncEngine | None = None  # SQLite only: PostgreSQL reads on self.engine
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
@@ -86,9 +87,9 @@ class Database:
         commits, so a read-heavy request (a For You page) in one would make every other request
         of every process wait for it. PostgreSQL needs no such care: it shares the engine."""
         if self._read_sessions is None:
-            engine = (build_engine(self.settings, pooled=self._pooled, read_only=True)
-                      if self.settings.is_sqlite else self.engine)
-            self._read_sessions = async_sessionmaker(engine, expire_on_commit=False,
+            if self.settings.is_sqlite:
+                self._read_engine = build_engine(self.settings, pooled=self._pooled, read_only=True)
+            self._read_sessions = async_sessionmaker(self._read_engine or self.engine, expire_on_commit=False,
                                                      info={"settings": self.settings})
         async with self._read_sessions() as session:
             async with session.begin():  # ends in a commit: a rollback would expire loaded rows
@@ -96,8 +97,8 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
-        if self._read_sessions is not None and self._read_sessions.kw["bind"] is not self.engine:
-            await self._read_sessions.kw["bind"].dispose()
+        if self._read_engine is not None:
+            await self._read_engine.dispose()
 
 
 def on_commit(session: AsyncSession, callback) -> None:
