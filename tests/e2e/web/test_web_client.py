@@ -11,6 +11,7 @@ import pytest
 from tests.conftest import register
 from tests.csp import audit_page, csp_directives
 from tests.e2e.web.conftest import CURRENT_PLAYS, ChunkGate, seed_feed
+from tests.feed.factories import make_user
 from tests.mediagen import ffmpeg, make_clip, random_bytes
 
 APP_PATHS = ["/", "/following", "/trending", "/login", "/signup", "/discover", "/upload", "/inbox", "/analytics",
@@ -198,6 +199,39 @@ def test_swiping_ten_feed_videos_each_plays_with_at_most_three_video_elements(li
     assert [e for e in tab.errors if "pageerror" in e] == [], tab.errors
     # An anonymous visit asks nothing that answers 401 (the shell says no session came with it).
     assert tab.errors == [], tab.errors
+
+
+@pytest.fixture
+def two_creators_viewer(live_server, sample_media):
+    """Eight clips by two creators, and a signed-in viewer (made before the browser starts:
+    Playwright's sync API holds the thread's event loop)."""
+    seed_feed(live_server, sample_media, 8, creators=2)
+    return make_user(live_server.settings)
+
+
+@pytest.mark.browser
+def test_for_you_that_runs_dry_goes_on_with_trending(live_server, two_creators_viewer, tabs):
+    # For You's hard rules (never one creator twice in a row, at most two per ten) can place
+    # only four of two creators' clips before nothing is left it may serve. The person must
+    # not hit a wall: the client carries on with Trending.
+    tab = tabs(token=two_creators_viewer["token"])
+    pages: list[tuple[str, int]] = []
+    tab.page.on("response", lambda r: "/api/v1/feed/" in r.url and r.request.method == "GET" and r.ok
+                and pages.append((r.url.split("/api/v1/feed/")[1].split("?")[0], len(r.json()["items"]))))
+    page = tab.goto("/")
+    page.wait_for_function(CURRENT_PLAYS)
+    assert page.evaluate("document.getElementById('view').dataset.source") == "for-you"
+    for step in range(7):
+        page.keyboard.press("ArrowDown")
+        try:
+            page.wait_for_function(f"() => window.__clipfeed.firstFrames.length >= {step + 1} && ({CURRENT_PLAYS})()")
+        except Exception:
+            raise AssertionError(f"swipe {step + 1}: nothing played; pages {pages}; {_pager_state(page)}") from None
+    for_you = [count for kind, count in pages if kind == "for-you"]
+    assert for_you[0] == 4 and sum(for_you) == 4, pages  # the rules placed four, then nothing more
+    assert any(kind == "trending" and count for kind, count in pages), pages
+    tab.shot("for-you-ran-dry")
+    assert [e for e in tab.errors if "pageerror" in e] == [], tab.errors
 
 
 @pytest.mark.browser
