@@ -19,6 +19,9 @@ the browser's cache between videos). Then, on a 390x844 phone viewport:
    the end, its growth after the first minute and over the last third, with the goals beside.
    The page's own figures cannot see the renderer's decoders, media pipelines or decoded-image
    cache; a poster <img> per card once grew it by ~3.7 MB a swipe (see playback.js Poster).
+   The soak and the control run in a Chromium driven over bare CDP (bench/_cdp.py), not
+   Playwright: an attached DevTools Network agent keeps response bodies in the renderer (~200 MB
+   each), which no person's browser does.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench._cdp import BareChromium, CdpError  # noqa: E402
 from bench._harness import ServerProcess, print_table, register  # noqa: E402
 from clipfeed.accounts.models import User  # noqa: E402
 from clipfeed.config import Settings  # noqa: E402
@@ -55,6 +59,12 @@ GOAL_MEMORY_MB = 150
 GOAL_RENDERER_GROWTH_MB = 150
 GOAL_RENDERER_LATE_MB = 25
 
+# The soak's browser (bench/_cdp.py) gets what Playwright would have added for a headless run
+# that must keep playing: muted output and no throttling of a page it deems backgrounded.
+BARE_ARGS = ARGS + ["--mute-audio", "--disable-renderer-backgrounding", "--disable-background-timer-throttling",
+                    "--disable-backgrounding-occluded-windows"]
+
+CURRENT = """() => document.querySelector('.pager .card[aria-hidden="false"]').dataset.id"""
 PLAYING = """() => {
   const card = document.querySelector('.pager .card[aria-hidden="false"]');
   const v = card && card.querySelector('video');
@@ -86,23 +96,23 @@ next();
 </script>"""
 
 
-def control_soak(browser, url: str, hls_urls: list[str], minutes: float, dwell: float) -> list:
+def control_soak(url: str, hls_urls: list[str], minutes: float, dwell: float) -> list:
     """Renderer memory on CONTROL_PAGE, sampled like the soak; returns [(t, chromium_pss())]."""
-    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
-    page = context.new_page()
-    body = CONTROL_PAGE.replace("__URLS__", json.dumps(hls_urls)).replace("__DWELL__", str(int(dwell * 1000)))
-    page.route("**/__control.html", lambda route: route.fulfill(status=200, content_type="text/html", body=body))
-    page.goto(f"{url}/__control.html")
-    page.wait_for_function("window.__clips > 0", timeout=60_000)
-    samples = []
-    started = time.monotonic()
-    while True:
-        elapsed = time.monotonic() - started
-        samples.append((elapsed, {"chromium": chromium_pss(), "clips": page.evaluate("window.__clips")}))
-        if elapsed >= minutes * 60:
-            break
-        page.wait_for_timeout(10_000)  # the sampling period, not a sync
-    context.close()
+    with BareChromium(CHROMIUM, BARE_ARGS) as browser:
+        tab = browser.new_tab(390, 844)
+        # Same origin as the media, and no CSP: a JSON endpoint's document, rewritten.
+        tab.goto(f"{url}/healthz")
+        body = CONTROL_PAGE.replace("__URLS__", json.dumps(hls_urls)).replace("__DWELL__", str(int(dwell * 1000)))
+        tab.evaluate(f"document.open(); document.write({json.dumps(body)}); document.close(); true")
+        tab.wait_for("() => window.__clips > 0", timeout=60)
+        samples = []
+        started = time.monotonic()
+        while True:
+            elapsed = time.monotonic() - started
+            samples.append((elapsed, {"chromium": chromium_pss(), "clips": tab.evaluate("window.__clips")}))
+            if elapsed >= minutes * 60:
+                break
+            time.sleep(10)  # the sampling period
     return samples
 
 
@@ -252,6 +262,34 @@ class Session:
         self.context.close()
 
 
+class SoakTab:
+    """The soak's page, driven through BareChromium: no DevTools Network agent holding every
+    response body in the renderer (see bench/_cdp.py), so its memory is a person's."""
+
+    def __init__(self, browser: BareChromium, url: str):
+        self.tab = browser.new_tab(390, 844)
+        self.tab.goto(f"{url}/?preload=1")
+        self.tab.wait_for(PLAYING)
+
+    def swipe(self, dwell: float) -> None:
+        before = self.tab.evaluate(f"({CURRENT})()")
+        self.tab.press("ArrowDown", 40)
+        try:
+            self.tab.wait_for(f"() => {{ const id = ({PLAYING})(); return id && id !== {json.dumps(before)} && id; }}")
+        except CdpError:
+            raise RuntimeError(f"no video started playing after a swipe from {before}") from None
+        time.sleep(dwell)  # watching: the pace of the benchmark
+
+    def first_frames(self) -> list[float]:
+        return [f["ms"] for f in self.tab.evaluate("window.__clipfeed.firstFrames")]
+
+    def memory(self) -> dict:
+        metrics = self.tab.metrics()
+        media = self.tab.evaluate("window.__clipfeed.mediaBytes()")
+        return {"heap": metrics.get("JSHeapUsedSize", 0), "media": media["bytes"], "videos": media["elements"],
+                "nodes": metrics.get("Nodes", 0), "chromium": chromium_pss()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=20.0, help="memory soak duration")
@@ -287,8 +325,9 @@ def main() -> None:
                     results[preload] = {"frames": frames,
                                         "bytes_per_video": (session.media_bytes - start_bytes) / args.swipes}
                     session.close()
-
-                soak = Session(browser, server.url, True)
+                browser.close()
+            with BareChromium(CHROMIUM, BARE_ARGS) as bare:
+                soak = SoakTab(bare, server.url)
                 samples = []
                 started = time.monotonic()
                 next_sample = started
@@ -301,12 +340,10 @@ def main() -> None:
                         next_sample += 10
                 samples.append((time.monotonic() - started, soak.memory()))
                 soak_frames = soak.first_frames()
-                soak.close()
-                control = None
-                if args.control:
-                    hls_urls = [f"/media/videos/{video_id}/hls/master.m3u8" for video_id in ids]
-                    control = control_soak(browser, server.url, hls_urls, args.minutes, args.dwell)
-                browser.close()
+            control = None
+            if args.control:
+                hls_urls = [f"/media/videos/{video_id}/hls/master.m3u8" for video_id in ids]
+                control = control_soak(server.url, hls_urls, args.minutes, args.dwell)
         finally:
             server.stop()
 
