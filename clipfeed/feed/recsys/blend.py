@@ -67,7 +67,8 @@ def item_clusters(item_vectors: np.ndarray, k: int, seed: int) -> np.ndarray:
     mostly popularity; an item no one engaged with has a zero vector and lands anywhere)."""
     unit = item_vectors / (np.linalg.norm(item_vectors, axis=1, keepdims=True) + 1e-9)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # an empty cluster is harmless: no item scores from it
+        # an empty cluster is harmless: no item scores from it
+        warnings.filterwarnings("ignore", message="One of the clusters is empty")
         _, labels = kmeans2(unit.astype(np.float64), k, seed=seed, minit="++")
     return labels
 
