@@ -10,10 +10,18 @@ log still holds, as per-user signals over the items the user has not seen:
   neighbours) and EASE (a closed-form linear item-item model, Steck 2019: B = I − P·diag(1/diag P)
   with P = (XᵀX + λI)⁻¹, diag B = 0, scores X·B);
 - what the platform will show next: an item's exposures (every row is one, positive or not) and
-  its exposures and positives in the most recent part of the log (trends).
+  its exposures and positives in the most recent part of the log (trends);
+- a hard-cluster "topic" model: the items are clustered (k-means on each bagged ALS fit's
+  normalised item vectors), and an item scores log P(its cluster | the user's positives, smoothed)
+  + log(its share of its cluster's positives); averaged over the bag like ALS. Where tastes
+  concentrate on a few themes (the simulator's users love one or two of 20 topics) the
+  cluster share pools a user's few positives per theme instead of spreading them over a
+  16-dimensional vector; it is the one signal besides the ALS bag that measured a consistent
+  gain (see the README).
 
 Each signal is standardised per user over the unseen items (a z-score, so the scales are
-comparable) and they are added with weights. Everything that is chosen — EASE's λ and the
+comparable) and they are added with weights. Everything that is chosen — EASE's λ, the cluster
+count and the
 weights (coordinate ascent over a small grid, from the best single signal; a change is kept only
 if it gains at least `MIN_GAIN`, since the inner split is small and noisy) — is chosen on an
 inner temporal split of the TRAINING data only (per user: the first 80 % of their training
@@ -21,29 +29,60 @@ interactions predict the rest). The test part of an evaluation is never looked a
 
 Tried and dropped (no gain over the tuned ALS on development logs, seeds other than the reported
 ones): a LightGBM lambdarank over these signals, an explicit factorisation of P(positive | shown)
-over the exposed pairs, EASE over all exposures, and similarity to the user's skipped items.
+over the exposed pairs, EASE over all exposures, and similarity to the user's skipped items;
+sequence signals (recency-weighted item-kNN, the last items only, item → next item transitions,
+recency-decayed popularity: the simulator's histories are exchangeable, see
+bench/recsys_headroom.py), non-positive exposures as weak positive or negative ALS feedback, ALS
+sharing item factors with the exposure matrix, bags larger than 8.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
 import scipy.sparse as sp
+from scipy.cluster.vq import kmeans2
 
 from clipfeed.feed.recsys.baselines import ALS, Interactions, ItemKNN
 from clipfeed.feed.recsys.dataset import InteractionLog, temporal_split
 
-SIGNALS = ("als_bag", "itemknn", "ease", "exposure", "recent_exposure", "recent_positive")
+SIGNALS = ("als_bag", "cluster", "itemknn", "ease", "exposure", "recent_exposure", "recent_positive")
 WEIGHT_GRID = (0.0, 0.25, 0.5, 1.0)   # weights tried per signal (only the ratios matter)
 MIN_GAIN = 0.005                      # relative inner-split NDCG gain a weight change must bring
 EASE_LAMBDAS = (50.0, 150.0, 400.0, 1000.0)
 EASE_MAX_ITEMS = 12_000               # above this the dense item×item inverse is too big: no EASE
+CLUSTER_COUNTS = (10, 20, 40)         # k-means cluster counts tried (the inner split picks one)
+CLUSTER_PRIOR = 0.5                   # pseudo-positives per cluster in a user's cluster shares
 ALS_BAG = 8                           # ALS fits averaged (random starts seed, seed+1000, ...)
 RECENT_FRACTION = 0.1                 # "recent": the last 10 % of the log's time span
 TUNING_USERS = 1500                   # users scored on the inner split (a sample on big logs)
 ASCENT_PASSES = 2
 BATCH = 256                           # users scored at once (bounds the dense users × items blocks)
+
+
+def item_clusters(item_vectors: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """k-means labels of the items' directions (ALS scores are inner products, so the norm is
+    mostly popularity; an item no one engaged with has a zero vector and lands anywhere)."""
+    unit = item_vectors / (np.linalg.norm(item_vectors, axis=1, keepdims=True) + 1e-9)
+    with warnings.catch_warnings():
+        # an empty cluster is harmless: no item scores from it
+        warnings.filterwarnings("ignore", message="One of the clusters is empty")
+        _, labels = kmeans2(unit.astype(np.float64), k, seed=seed, minit="++")
+    return labels
+
+
+def cluster_scores(positives: np.ndarray, labels: np.ndarray, item_positives: np.ndarray, k: int) -> np.ndarray:
+    """users × items: log P(item's cluster | user) + log(item's share of its cluster's positives).
+    `positives` is the users' dense 0/1 rows, `item_positives` every item's positive count."""
+    per_cluster = np.zeros((positives.shape[0], k))
+    for c in range(k):
+        per_cluster[:, c] = positives[:, labels == c].sum(axis=1)
+    share = (per_cluster + CLUSTER_PRIOR) / (per_cluster.sum(axis=1, keepdims=True) + CLUSTER_PRIOR * k)
+    smoothed = item_positives + 0.5
+    within = smoothed / np.bincount(labels, weights=smoothed, minlength=k)[labels]
+    return np.log(share[:, labels]) + np.log(within)[None, :]
 
 
 def ease_weights(X: sp.spmatrix, lam: float) -> np.ndarray:
@@ -60,7 +99,7 @@ class _Signals:
     """The fitted signals over one log; `block(users)` gives their per-user z-scores."""
 
     def __init__(self, log: InteractionLog, catalogue: Sequence[str], als_params: dict, seed: int,
-                 ease_lambdas: Sequence[float] = ()):
+                 ease_lambdas: Sequence[float] = (), cluster_counts: Sequence[int] = ()):
         self.bag = [ALS(dict(als_params), tune=False, seed=seed + 1000 * b).fit(log, catalogue)
                     for b in range(ALS_BAG)]
         self.knn = ItemKNN().fit(log, catalogue)
@@ -74,6 +113,11 @@ class _Signals:
         use_ease = 0 < n <= EASE_MAX_ITEMS
         self.ease = {lam: ease_weights(self.positives, lam) for lam in ease_lambdas} if use_ease else {}
         self.ease_lambda = next(iter(self.ease), None)
+        # item clusters for every candidate count, one clustering per bagged ALS fit
+        self.item_positives = np.asarray(self.positives.sum(axis=0)).ravel()
+        self.clusters = {k: [item_clusters(self._item_vectors(m), k, seed + b) for b, m in enumerate(self.bag)]
+                         for k in cluster_counts if 0 < k < n}
+        self.cluster_count = next(iter(self.clusters), None)
         col = np.fromiter((self.data.item_index[v] for v in log.item), dtype=np.int64, count=len(log))
         recent = log.ts >= np.quantile(log.ts, 1.0 - RECENT_FRACTION) if len(log) else np.zeros(0, bool)
         self.global_scores = {
@@ -82,7 +126,15 @@ class _Signals:
             "recent_positive": np.log1p(np.bincount(col[recent & log.positive], minlength=n).astype(np.float64)),
         }
 
-    def block(self, users: Sequence[str], ease_lambda: float | None = None
+    @staticmethod
+    def _item_vectors(model: ALS) -> np.ndarray:
+        """The fit's item vectors in catalogue order (zeros for items it never saw)."""
+        rows = model._catalogue_rows
+        vectors = np.zeros((len(rows), model.model.item_factors.shape[1]), dtype=np.float32)
+        vectors[rows >= 0] = model.model.item_factors[rows[rows >= 0]]
+        return vectors
+
+    def block(self, users: Sequence[str], ease_lambda: float | None = None, cluster_count: int | None = None
               ) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """({signal: users × items z-scores}, seen mask) for a batch of users."""
         n = len(self.data.items)
@@ -102,6 +154,11 @@ class _Signals:
         lam = self.ease_lambda if ease_lambda is None else ease_lambda
         if lam in self.ease:
             z["ease"] = _zscore(dense(self.positives) @ self.ease[lam], seen)
+        k = self.cluster_count if cluster_count is None else cluster_count
+        if k in self.clusters:
+            positives = dense(self.positives)
+            z["cluster"] = _zscore(sum(_zscore(cluster_scores(positives, labels, self.item_positives, k), seen)
+                                       for labels in self.clusters[k]), seen)
         return z, seen
 
 
@@ -156,12 +213,14 @@ class SignalBlend:
         self.k = k
         self.weights: dict[str, float] = {"als_bag": 1.0}
         self.ease_lambda: float | None = None
+        self.cluster_count: int | None = None
         self.inner_ndcg: dict[str, float] = {}
 
     def fit(self, train: InteractionLog, catalogue: Sequence[str]) -> SignalBlend:
         self._tune(train, catalogue)
         lambdas = (self.ease_lambda,) if self.ease_lambda is not None and self.weights.get("ease") else ()
-        self.signals = _Signals(train, catalogue, self.als_params, self.seed, lambdas)
+        counts = (self.cluster_count,) if self.cluster_count is not None and self.weights.get("cluster") else ()
+        self.signals = _Signals(train, catalogue, self.als_params, self.seed, lambdas, counts)
         return self
 
     def _tune(self, train: InteractionLog, catalogue: Sequence[str]) -> None:
@@ -171,7 +230,7 @@ class SignalBlend:
             return
         if len(users) > TUNING_USERS:
             users = sorted(np.random.default_rng(self.seed).choice(users, TUNING_USERS, replace=False).tolist())
-        signals = _Signals(inner.train, catalogue, self.als_params, self.seed, EASE_LAMBDAS)
+        signals = _Signals(inner.train, catalogue, self.als_params, self.seed, EASE_LAMBDAS, CLUSTER_COUNTS)
         index = signals.data.item_index
         relevant = np.zeros((len(users), len(signals.data.items)), dtype=bool)
         for r, u in enumerate(users):
@@ -181,14 +240,15 @@ class SignalBlend:
         def score(z: dict[str, np.ndarray], seen: np.ndarray, weights: dict[str, float]) -> float:
             return _ndcg_rows(_top_k(_combine(z, weights), seen, k), relevant, k)
 
-        # EASE's λ: the best on its own
-        z = seen = None
-        best = -1.0
-        for lam in signals.ease or (None,):
-            z_lam, seen_lam = signals.block(users, lam)
-            s = score(z_lam, seen_lam, {"ease": 1.0}) if lam is not None else 0.0
-            if z is None or s > best:
-                best, self.ease_lambda, z, seen = s, lam, z_lam, seen_lam
+        # EASE's λ and the cluster count: each the best on its own
+        z, seen = signals.block(users)
+        for name, options, attribute in (("ease", signals.ease, "ease_lambda"), ("cluster", signals.clusters, "cluster_count")):
+            best = -1.0
+            for option in options:
+                z_option, _ = signals.block(users, **{attribute: option})
+                if (s := score(z_option, seen, {name: 1.0})) > best:
+                    best, z[name] = s, z_option[name]
+                    setattr(self, attribute, option)
         # From the best single signal, one weight at a time over the grid.
         self.inner_ndcg = {name: score(z, seen, {name: 1.0}) for name in SIGNALS if name in z}
         anchor = max(self.inner_ndcg, key=self.inner_ndcg.get)

@@ -4,7 +4,9 @@ import numpy as np
 import scipy.sparse as sp
 
 from clipfeed.feed.recsys.baselines import ALS
-from clipfeed.feed.recsys.blend import SIGNALS, WEIGHT_GRID, SignalBlend, ease_weights
+from clipfeed.feed.recsys.blend import (
+    CLUSTER_PRIOR, SIGNALS, WEIGHT_GRID, SignalBlend, cluster_scores, ease_weights, item_clusters,
+)
 from clipfeed.feed.recsys.dataset import load_udata, temporal_split
 from clipfeed.feed.recsys.evaluation import simulated_log
 from clipfeed.feed.recsys.metrics import ndcg_at_k
@@ -50,3 +52,31 @@ def test_the_blend_beats_als_on_a_udata_log(tmp_path):
         train_seen.setdefault(u, set()).add(v)
     assert all(len(recs[u]) == 20 and not set(recs[u]) & train_seen.get(u, set()) for u in users)
     assert _ndcg(recs, split) > _ndcg(als.recommend(users, 20), split)
+
+
+def test_cluster_scores_are_the_users_cluster_share_times_the_items_share_of_its_cluster():
+    labels = np.array([0, 0, 1, 1, 1])
+    item_positives = np.array([3.0, 1.0, 0.0, 2.0, 4.0])
+    positives = np.array([[1, 1, 0, 0, 0],    # everything in cluster 0
+                          [0, 0, 0, 1, 0]], dtype=np.float32)
+    scores = cluster_scores(positives, labels, item_positives, k=2)
+    prior = CLUSTER_PRIOR
+    share = np.array([[(2 + prior) / (2 + 2 * prior), prior / (2 + 2 * prior)],
+                      [prior / (1 + 2 * prior), (1 + prior) / (1 + 2 * prior)]])
+    smoothed = item_positives + 0.5
+    within = smoothed / np.array([5.0, 5.0, 7.5, 7.5, 7.5])  # cluster sums of the smoothed counts
+    assert np.allclose(scores, np.log(share[:, labels]) + np.log(within))
+    # the first user's unseen cluster-1 items rank below any cluster-0 item; within a cluster the
+    # more engaged-with item ranks first
+    assert scores[0, :2].min() > scores[0, 2:].max()
+    assert scores[1, 4] > scores[1, 3] > scores[1, 2]
+
+
+def test_item_clusters_separate_two_groups_of_directions():
+    rng = np.random.default_rng(0)
+    a = np.array([1.0, 0.0]) + rng.normal(0, 0.05, (20, 2))
+    b = np.array([0.0, 1.0]) + rng.normal(0, 0.05, (20, 2))
+    # the norm (an item's popularity) must not matter, only the direction
+    vectors = np.vstack([a * rng.uniform(0.1, 10, (20, 1)), b * rng.uniform(0.1, 10, (20, 1))])
+    labels = item_clusters(vectors, 2, seed=0)
+    assert len(set(labels[:20])) == 1 and len(set(labels[20:])) == 1 and labels[0] != labels[20]
