@@ -88,6 +88,12 @@ async def _current_user(user: Annotated[User | None, Depends(_optional_user)]) -
     return user
 
 
+async def _current_reader(user: Annotated[User | None, Depends(_optional_reader)]) -> User:
+    if user is None:
+        raise Unauthorized("sign in to do this (missing or expired token)")
+    return user
+
+
 class Page:
     def __init__(self, limit: int, cursor: str | None):
         self.limit = limit
@@ -109,5 +115,6 @@ OptionalUser = Annotated[User | None, Depends(_optional_user)]
 ReadSession = Annotated[AsyncSession, Depends(_read_session, scope="function")]
 OptionalReader = Annotated[User | None, Depends(_optional_reader)]
 CurrentUser = Annotated[User, Depends(_current_user)]
+CurrentReader = Annotated[User, Depends(_current_reader)]
 Pagination = Annotated[Page, Depends(_pagination)]
 Limiter = Annotated[RateLimiter, Depends(_limiter)]

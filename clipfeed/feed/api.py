@@ -7,8 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 
-from clipfeed.deps import (CurrentUser, Db, OptionalReader, OptionalUser, Pagination, ReadSession, Session,
-                           Settings, Store)
+from clipfeed.deps import (CurrentReader, CurrentUser, Db, OptionalReader, Pagination, ReadSession, Session, Settings,
+                           Store)
 from clipfeed.feed import foryou, trending
 from clipfeed.feed.following import following_feed
 from clipfeed.media.presenter import present_videos, video_out
@@ -21,14 +21,15 @@ Cursor = Annotated[str | None, Query(max_length=200)]
 Region = Annotated[str | None, Query(max_length=8)]
 
 
+# The feed GETs only read: on a read transaction (on SQLite a deferred BEGIN, no write lock held).
 @router.get("/feed/following")
-async def feed_following(session: Session, viewer: CurrentUser, settings: Settings, page: Pagination):
+async def feed_following(session: ReadSession, viewer: CurrentReader, settings: Settings, page: Pagination):
     videos, next_cursor = await following_feed(session, viewer, limit=page.limit, cursor=page.cursor)
     return {"items": await present_videos(session, videos, viewer, settings), "next_cursor": next_cursor}
 
 
 @router.get("/feed/trending")
-async def feed_trending(session: Session, viewer: OptionalUser, settings: Settings, limit: Limit = 20,
+async def feed_trending(session: ReadSession, viewer: OptionalReader, settings: Settings, limit: Limit = 20,
                         cursor: Cursor = None, region: Region = None):
     videos, next_cursor, region_code = await trending.trending_videos(
         session, settings, viewer, region=region, limit=limit, cursor=cursor)
@@ -37,7 +38,7 @@ async def feed_trending(session: Session, viewer: OptionalUser, settings: Settin
 
 
 @router.get("/trending/hashtags")
-async def trending_hashtags(session: Session, viewer: OptionalUser, settings: Settings, limit: Limit = 20,
+async def trending_hashtags(session: ReadSession, viewer: OptionalReader, settings: Settings, limit: Limit = 20,
                             cursor: Cursor = None, region: Region = None):
     items, next_cursor, region_code = await trending.trending_hashtags(
         session, settings, viewer, region=region, limit=limit, cursor=cursor)
@@ -45,7 +46,7 @@ async def trending_hashtags(session: Session, viewer: OptionalUser, settings: Se
 
 
 @router.get("/trending/sounds")
-async def trending_sounds(session: Session, viewer: OptionalUser, settings: Settings, limit: Limit = 20,
+async def trending_sounds(session: ReadSession, viewer: OptionalReader, settings: Settings, limit: Limit = 20,
                           cursor: Cursor = None, region: Region = None):
     sounds, scores, next_cursor, region_code = await trending.trending_sounds(
         session, settings, viewer, region=region, limit=limit, cursor=cursor)

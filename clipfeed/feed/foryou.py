@@ -48,6 +48,7 @@ from clipfeed.errors import ClipfeedError
 from clipfeed.feed import events as feed_events
 from clipfeed.feed import trending
 from clipfeed.feed.feature_store import FeatureStore, VideoCounters, deployment_key, feature_store, load_user
+from clipfeed.feed.impressions import ImpressionLog
 from clipfeed.feed.models import Impression, NotInterested
 from clipfeed.feed.reranking import LOOKAHEAD, Ranked, diversify, fits_creator_rules, visible_rows
 from clipfeed.feed.sources import Catalog, CatalogCache, SourceContext, build_sources, run_sources
@@ -179,6 +180,7 @@ class ForYouEngine:
         self._tasks: set[asyncio.Task] = set()
         self._db = None  # the deployment's Database, known from the first page
         self._read_sessions = None
+        self.impressions = ImpressionLog()
         feed_events.add_listener(settings, self.on_event)
 
     # -- events -------------------------------------------------------------------------------
@@ -598,10 +600,9 @@ class ForYouEngine:
         if picked:
             # The impression log is the arbiter of "seen": a video another request (a background
             # refill racing this page, another server) already showed is dropped here.
-            # In a write transaction of its own: `session` only reads (no write lock held while
-            # the page ranked).
-            async with db.transaction() as write:
-                fresh = await _record_impressions(write, viewer.id, [item.video_id for item, _ in picked])
+            # In a write transaction of its own (shared with the pages served at the same moment):
+            # `session` only reads (no write lock held while the page ranked).
+            fresh = await self.impressions.record(db, viewer.id, [item.video_id for item, _ in picked])
             if len(fresh) < len(picked):
                 history = list(queue.served_creators)
                 kept = []
@@ -696,32 +697,6 @@ def _build_content(catalog: Catalog, limit: int):
 
     metas = sorted(catalog.videos.values(), key=lambda m: -m.published_at)[:limit]
     return ContentIndex().build([m.video_id for m in metas], [video_text("", m.hashtags) for m in metas])
-
-
-async def _record_impressions(session: AsyncSession, user_id: str, video_ids: list[str]) -> set[str]:
-    """Insert the impressions; returns the ids that were new (not shown to the user before)."""
-    from clipfeed.db import utcnow
-
-    now = utcnow()
-    rows = [{"user_id": user_id, "video_id": vid, "created_at": now} for vid in video_ids]
-    # executemany with RETURNING (SQLAlchemy's "insertmanyvalues"): one statement whose compiled
-    # form is cached, where .values(rows) compiled a new multi-row INSERT for every page (~2 ms);
-    # and the statement object is built once per dialect, so its cache key is walked only once.
-    inserted = await session.scalars(_insert_impressions(session), rows)
-    return set(inserted.all())
-
-
-_impression_inserts: dict[str, object] = {}
-
-
-def _insert_impressions(session: AsyncSession):
-    from clipfeed.social.interactions import insert_ignore
-
-    dialect = session.get_bind().dialect.name
-    statement = _impression_inserts.get(dialect)
-    if statement is None:
-        statement = _impression_inserts[dialect] = insert_ignore(session, Impression).returning(Impression.video_id)
-    return statement
 
 
 _engines: dict[str, ForYouEngine] = {}
