@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from clipfeed.config import Settings
@@ -64,6 +65,12 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def http_error(_request: Request, exc: StarletteHTTPException):
         codes = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized", 403: "forbidden"}
         return _error(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail), exc.headers)
+
+    @app.exception_handler(SQLAlchemyTimeoutError)
+    async def database_busy(_request: Request, exc: SQLAlchemyTimeoutError):
+        # Every pooled connection stayed busy for database_pool_timeout_s: overload, not a bug.
+        log.warning("database pool exhausted: %s", exc)
+        return _error(503, "busy", "the server is busy; try again in a moment", {"Retry-After": "1"})
 
     @app.exception_handler(Exception)
     async def unexpected(_request: Request, exc: Exception):

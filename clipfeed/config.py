@@ -21,6 +21,11 @@ class Settings(BaseSettings):
     database_url: str | None = None
     # PostgreSQL schema to live in (search_path); lets several deployments or test runs share a database.
     database_schema: str | None = None
+    # Connections per engine and process: kept open, extra under load, and how long a request
+    # waits for one before it is answered 503 "busy" (rather than queueing without bound).
+    database_pool_size: int = 10
+    database_pool_overflow: int = 10
+    database_pool_timeout_s: float = 30.0
     # Set to use Redis for jobs (and, later, events, caches and rate limits).
     redis_url: str | None = None
     # file:///path (default: data_dir/blobs). The BlobStore protocol fits S3; only LocalStore ships now.

@@ -67,3 +67,33 @@ def test_a_write_transaction_holds_the_write_lock_from_its_first_statement(sqlit
 
     asyncio.run(main())
     other.close()
+
+
+def test_a_request_that_finds_every_connection_busy_gets_503_busy_and_the_next_one_is_served(settings_factory):
+    # Overload must not look like a bug (500) nor queue without bound: with the read pool held
+    # (one connection, no overflow), a feed request waits database_pool_timeout_s, then 503.
+    from contextlib import AsyncExitStack
+
+    from starlette.testclient import TestClient
+
+    from clipfeed.app import create_app
+
+    settings = settings_factory(database_pool_size=1, database_pool_overflow=0, database_pool_timeout_s=0.3)
+    app = create_app(settings, run_workers=False)
+    with TestClient(app) as http:
+        token = http.post("/api/v1/auth/register", json={"handle": "waiting", "password": "correct horse 42"}
+                          ).json()["token"]
+        headers = {"Authorization": f"Bearer {token}"}
+        held = AsyncExitStack()
+
+        async def hold_the_read_connection():
+            session = await held.enter_async_context(app.state.db.read())
+            await session.execute(text("SELECT 1"))  # a session checks a connection out on first use
+
+        http.portal.call(hold_the_read_connection)
+        busy = http.get("/api/v1/feed/following", headers=headers)
+        assert busy.status_code == 503, busy.text
+        assert busy.json()["error"]["code"] == "busy" and busy.headers["retry-after"] == "1"
+        http.portal.call(held.aclose)
+        served = http.get("/api/v1/feed/following", headers=headers)
+        assert served.status_code == 200, served.text

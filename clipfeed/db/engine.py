@@ -41,8 +41,13 @@ def build_engine(settings: Settings, *, pooled: bool = True, read_only: bool = F
     kwargs: dict = {}
     if not pooled:
         kwargs["poolclass"] = NullPool
-    elif not url.startswith("sqlite"):
-        kwargs.update(pool_size=10, max_overflow=10, pool_pre_ping=True)
+    else:
+        # SQLite too: its readers run side by side under WAL, and the default pool
+        # ran dry (5 + 10) under 16 concurrent feed requests on one worker.
+        kwargs.update(pool_size=settings.database_pool_size, max_overflow=settings.database_pool_overflow,
+                      pool_timeout=settings.database_pool_timeout_s)
+        if not url.startswith("sqlite"):
+            kwargs["pool_pre_ping"] = True
     if settings.database_schema and not url.startswith("sqlite"):
         kwargs["connect_args"] = {"server_settings": {"search_path": settings.database_schema}}
     engine = create_async_engine(url, **kwargs)
