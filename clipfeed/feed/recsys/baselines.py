@@ -144,15 +144,20 @@ class ALS:
 
     name = "als"
 
-    def __init__(self, params: dict | None = None, *, tune: bool = True, iterations: int = 15, seed: int = 0):
+    def __init__(self, params: dict | None = None, *, tune: bool = True, iterations: int = 15, seed: int = 0,
+                 tune_users: Sequence[str] | None = None):
+        """`tune_users`: tune on these users' interactions only (bounded cost on a big log; the
+        model itself is still fitted on all of `train`)."""
         self.params = params
         self.tune = tune and params is None
+        self.tune_users = tune_users
         self.iterations = iterations
         self.seed = seed
 
     def fit(self, train: InteractionLog, catalogue: Sequence[str]) -> ALS:
         if self.params is None:
-            self.params = tune_als(train, catalogue, iterations=self.iterations, seed=self.seed) if self.tune \
+            self.params = tune_als(train, catalogue, iterations=self.iterations, seed=self.seed,
+                                   users=self.tune_users) if self.tune \
                 else dict(factors=64, regularization=0.05, alpha=10.0)
         self.model = CollaborativeModel(iterations=self.iterations, seed=self.seed, **self.params)
         self.model.fit(train.user, train.item, train.weight)
@@ -178,10 +183,13 @@ class ALS:
 
 
 def tune_als(train: InteractionLog, catalogue: Sequence[str], *, iterations: int = 15, seed: int = 0,
-             k: int = 20) -> dict:
-    """Grid-search ALS on an inner temporal split of `train` by NDCG@k."""
+             k: int = 20, users: Sequence[str] | None = None) -> dict:
+    """Grid-search ALS on an inner temporal split of `train` by NDCG@k; with `users`, on the
+    log of those users only (24 fits of the whole log would dominate a big training job)."""
     from clipfeed.feed.recsys.metrics import ndcg_at_k
 
+    if users is not None:
+        train = train.take(train.of_users(users))
     inner = temporal_split(train, 0.8)
     users = [u for u, rel in inner.relevant.items() if rel]
     best, best_score = ALS_GRID[0], -1.0

@@ -19,7 +19,7 @@ import numpy as np
 from clipfeed.feed.recsys.baselines import ALS, Interactions, ItemKNN, top_k_excluding
 from clipfeed.feed.recsys.collaborative import CollaborativeModel
 from clipfeed.feed.recsys.content import ContentIndex, video_text
-from clipfeed.feed.recsys.dataset import InteractionLog, temporal_split
+from clipfeed.feed.recsys.dataset import InteractionLog, sample_users, temporal_split
 from clipfeed.feed.recsys.features import CreatorState, UserState, VideoState, build_features
 from clipfeed.feed.recsys.ranker import HEADS, HeuristicRanker, LightGBMRanker, Ranker, weighted_score
 
@@ -59,7 +59,7 @@ class LogState:
         self.sources = sources
         self.now = float(log.ts.max()) if now is None and len(log) else float(now or 0.0)
         self.meta = log.items or {}
-        self._video_states: list[VideoState] | None = None
+        self._video_states: dict[int, VideoState] = {}
         self.data = Interactions(log, self.catalogue)
         self._build_videos()
         self._build_users()
@@ -108,24 +108,22 @@ class LogState:
         self.videos_of_tag = {t: np.array(ix) for t, ix in by_tag.items()}
 
     def video_states(self, rows: np.ndarray) -> list[VideoState]:
-        if self._video_states is None:
-            self._video_states = self._all_video_states()
-        return [self._video_states[i] for i in rows]
+        # Built on first use: the candidates of a few thousand users touch a fraction of a
+        # million-video catalogue.
+        cache = self._video_states
+        return [cache.get(i) or cache.setdefault(i, self._video_state(i)) for i in rows.tolist()]
 
-    def _all_video_states(self) -> list[VideoState]:
-        out = []
+    def _video_state(self, i: int) -> VideoState:
         content = self.sources.content
-        for i in range(len(self.catalogue)):
-            vid = self.catalogue[i]
-            m = self.meta.get(vid)
-            out.append(VideoState(
-                video_id=vid, creator_id=self.creator_of[i], hashtags=m.hashtags if m else (),
-                sound_id=m.sound_id if m else None, duration_s=m.duration_s if m else 15.0,
-                age_s=max(self.now - m.created_ts, 0.0) if m and m.created_ts else 0.0,
-                impressions=int(self.impressions[i]), views=int(self.views[i]), completions=int(self.completions[i]),
-                likes=int(self.likes[i]), shares=int(self.shares[i]), comments=int(self.comments[i]),
-                velocity=float(self.velocity[i]), text_vector=content.vector(vid) if content else None))
-        return out
+        vid = self.catalogue[i]
+        m = self.meta.get(vid)
+        return VideoState(
+            video_id=vid, creator_id=self.creator_of[i], hashtags=m.hashtags if m else (),
+            sound_id=m.sound_id if m else None, duration_s=m.duration_s if m else 15.0,
+            age_s=max(self.now - m.created_ts, 0.0) if m and m.created_ts else 0.0,
+            impressions=int(self.impressions[i]), views=int(self.views[i]), completions=int(self.completions[i]),
+            likes=int(self.likes[i]), shares=int(self.shares[i]), comments=int(self.comments[i]),
+            velocity=float(self.velocity[i]), text_vector=content.vector(vid) if content else None)
 
     # -- users -----------------------------------------------------------------------------------
 
@@ -266,17 +264,27 @@ class LogState:
                               now=self.now, short_term_scores=short_scores, itemknn_scores=knn_scores)
 
 
+_UNSET = object()
+
+
+def content_index(log: InteractionLog, catalogue: Sequence[str]) -> ContentIndex | None:
+    """The text index of the catalogue's videos that have metadata (None without any text)."""
+    if not log.items:
+        return None
+    ids = [v for v in catalogue if v in log.items]
+    texts = [video_text(log.items[v].caption, log.items[v].hashtags) for v in ids]
+    return ContentIndex().build(ids, texts) if any(texts) else None
+
+
 def fit_sources(log: InteractionLog, catalogue: Sequence[str], *, als_params: dict, seed: int = 0,
-                use_itemknn: bool = True) -> Sources:
-    collab = CollaborativeModel(seed=seed, **als_params).fit(log.user, log.item, log.weight)
+                use_itemknn: bool = True, content=_UNSET, collab: CollaborativeModel | None = None) -> Sources:
+    """`content`: a prebuilt `content_index` for this catalogue and metadata (it depends on no
+    interaction, so the inner cuts of one log can share it); `collab`: an ALS model already
+    fitted on `log` with `als_params`."""
+    if collab is None:
+        collab = CollaborativeModel(seed=seed, **als_params).fit(log.user, log.item, log.weight)
     knn = ItemKNN().fit(log, catalogue) if use_itemknn else None
-    content = None
-    if log.items:
-        ids = [v for v in catalogue if v in log.items]
-        texts = [video_text(log.items[v].caption, log.items[v].hashtags) for v in ids]
-        if any(texts):
-            content = ContentIndex().build(ids, texts)
-    return Sources(collab, knn, content)
+    return Sources(collab, knn, content_index(log, catalogue) if content is _UNSET else content)
 
 
 def diversify(ranked: Sequence[str], creator_of: Mapping[str, str], *, window: int = 10, per_window: int = 2,
@@ -326,13 +334,18 @@ class ClipfeedRecommender:
                  negatives_per_user: int = 60, n_estimators: int = 150, use_itemknn: bool = True,
                  als_params: dict | None = None, diversity: bool = True, learn_to_rank: bool = True,
                  state_options: Mapping | None = None, blend_without_metadata: bool = False,
-                 hybrid_blend: bool = False):
+                 hybrid_blend: bool = False, max_users: int | None = None, content=_UNSET):
         """`state_options` go to every LogState (e.g. the online event weights for training).
         `blend_without_metadata`: on a log without item metadata, rank with `blend.SignalBlend`
         (offline evaluation of u.data logs; the served ranker always has the videos' metadata).
         `hybrid_blend`: also fit `blend.SignalBlend` and add it to the ranker's standardised score,
         the ranker's weight chosen on an inner temporal split of train (offline evaluation; the
-        online feed does not compute the blend's signals)."""
+        online feed does not compute the blend's signals).
+        `max_users`: the ranker learns from at most this many users' labels (a seeded sample,
+        `dataset.sample_users`); its sources are still fitted on every user's interactions.
+        `content`: a prebuilt `content_index` of the catalogue (else built once, on first fit)."""
+        self.max_users = max_users
+        self.content = content
         self.blend_without_metadata = blend_without_metadata
         self.hybrid_blend = hybrid_blend
         self.hybrid_weight: float | None = None
@@ -348,7 +361,9 @@ class ClipfeedRecommender:
         self.diversity = diversity
         self.ranker: Ranker = HeuristicRanker()
 
-    def fit(self, train: InteractionLog, catalogue: Sequence[str]) -> ClipfeedRecommender:
+    def fit(self, train: InteractionLog, catalogue: Sequence[str], *, collab: CollaborativeModel | None = None
+            ) -> ClipfeedRecommender:
+        """`collab`: the ALS model of `train` with `als_params`, if the caller already has it."""
         if self.als_params is None:
             self.als_params = ALS(seed=self.seed).fit(train, catalogue).params
         self.blend = None
@@ -365,10 +380,16 @@ class ClipfeedRecommender:
 
             self.blend_signals = SignalBlend(als_params=self.als_params, seed=self.seed).fit(train, catalogue)
         self.ranker = self.train_ranker(train, catalogue)
-        self.state = LogState(train, catalogue, sources=fit_sources(train, catalogue, als_params=self.als_params,
-                                                                    seed=self.seed, use_itemknn=self.use_itemknn),
+        self.state = LogState(train, catalogue, sources=self._fit_sources(train, catalogue, collab),
                               **self.state_options)
         return self
+
+    def _fit_sources(self, log: InteractionLog, catalogue: Sequence[str], collab: CollaborativeModel | None = None
+                     ) -> Sources:
+        if self.content is _UNSET:
+            self.content = content_index(log, catalogue)
+        return fit_sources(log, catalogue, als_params=self.als_params, seed=self.seed, use_itemknn=self.use_itemknn,
+                           content=self.content, collab=collab)
 
     def _tune_hybrid(self, train: InteractionLog, catalogue: Sequence[str]) -> float:
         """The weight of the ranker's (per-user standardised) score against the signal blend's,
@@ -385,7 +406,8 @@ class ClipfeedRecommender:
         sub = ClipfeedRecommender(weights=self.weights, seed=self.seed, label_fractions=self.label_fractions,
                                   negatives_per_user=self.negatives_per_user, n_estimators=self.n_estimators,
                                   use_itemknn=self.use_itemknn, als_params=self.als_params, diversity=self.diversity,
-                                  learn_to_rank=self.learn_to_rank, state_options=self.state_options)
+                                  learn_to_rank=self.learn_to_rank, state_options=self.state_options,
+                                  max_users=self.max_users, content=self.content)
         sub.fit(inner.train, catalogue)
         sub.blend_signals = SignalBlend(als_params=self.als_params, seed=self.seed).fit(inner.train, catalogue)
 
@@ -424,13 +446,16 @@ class ClipfeedRecommender:
 
     def _cut_dataset(self, train: InteractionLog, catalogue: Sequence[str], label_fraction: float, *, seed: int):
         inner = temporal_split(train, 1.0 - label_fraction)
-        state = LogState(inner.train, catalogue, sources=fit_sources(inner.train, catalogue, als_params=self.als_params,
-                                                                     seed=self.seed, use_itemknn=self.use_itemknn),
+        state = LogState(inner.train, catalogue, sources=self._fit_sources(inner.train, catalogue),
                          **self.state_options)
+        # Labels (and so candidates and features) only for a sample of the labelled users.
+        users = sample_users(inner.test.user.tolist(), self.max_users, seed=self.seed)
+        before = inner.train.take(inner.train.of_users(users)) if self.max_users is not None else inner.train
+        later = inner.test.take(inner.test.of_users(users)) if self.max_users is not None else inner.test
         seen_before: dict[str, set] = defaultdict(set)
-        for u, v in zip(inner.train.user, inner.train.item):
+        for u, v in zip(before.user, before.item):
             seen_before[u].add(v)
-        labels = _labels(inner.test, seen_before)
+        labels = _labels(later, seen_before)
         rng = np.random.default_rng(seed)
         blocks, ys, groups = [], {h: [] for h in HEADS}, []
         for g, user in enumerate(sorted(labels)):
