@@ -81,6 +81,9 @@ def _step(steps: dict | None, name: str):
         yield
     finally:
         steps[name] = {"seconds": time.perf_counter() - started, "peak_rss_mb": _peak_rss_mb()}
+        # As it goes: a job stopped by a timeout still shows which steps it finished.
+        log.info("training step %r: %.1f s, peak RSS %.0f MB", name, steps[name]["seconds"],
+                 steps[name]["peak_rss_mb"])
 
 
 def _epoch(value) -> float:
@@ -237,12 +240,6 @@ def _state_options() -> dict:
     return {"skip_penalty": 0.0, "velocity_half_life_s": VELOCITY_HALF_LIFE_S, "online_sources": True}
 
 
-# ALS is tuned on the interactions of this many times `feed_training_max_users` users: more
-# than the holdout sample, since ALS on a small slice of the log prefers fewer factors than on
-# all of it.
-TUNING_USERS_FACTOR = 4
-
-
 def train_models(data: InteractionLog, settings: Settings, *, seed: int = 0, steps: dict | None = None):
     """Fit on all but the holdout, score on it, refit on everything.
     ALS is fitted on every interaction; its tuning, the ranker's labels and the holdout metrics
@@ -257,7 +254,8 @@ def train_models(data: InteractionLog, settings: Settings, *, seed: int = 0, ste
         users = sample_users((u for u, rel in split.relevant.items() if rel), max_users, seed=seed)
         if not users:
             raise TrainingSkipped("no user has positive interactions in the holdout")
-        tune_users = sample_users(split.train.user.tolist(), TUNING_USERS_FACTOR * max_users, seed=seed)
+        # ALS's grid search (24 fits) runs on the sampled users' interactions only.
+        tune_users = sample_users(split.train.user.tolist(), max_users, seed=seed)
         # Novelty's popularity: the number of training users per item (the log has one row per pair).
         items, per_item = np.unique(split.train.item, return_counts=True)
         counts = dict(zip(items.tolist(), per_item.tolist()))

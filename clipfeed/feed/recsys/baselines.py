@@ -176,9 +176,20 @@ class ALS:
 
     def recommend(self, users: Sequence[str], k: int) -> dict[str, list[str]]:
         items, out = self.data.items, {}
-        for u in users:
-            s = self.scores_for(u)
-            out[u] = [] if s is None else [items[i] for i in top_k_excluding(s, self.data.seen_items(u), k)]
+        known = np.flatnonzero(self._catalogue_rows >= 0)
+        factors = self.model.item_factors[self._catalogue_rows[known]]
+        rows = [(u, self.model.user_index.get(u)) for u in users]
+        out.update({u: [] for u, i in rows if i is None})
+        rows = [(u, i) for u, i in rows if i is not None]
+        # Users in blocks: one matrix product per block instead of a vector product per user,
+        # the block's scores bounded to ~64 MB.
+        block = max(1, (1 << 24) // max(len(items), 1))
+        for start in range(0, len(rows), block):
+            chunk = rows[start:start + block]
+            scores = np.full((len(chunk), len(items)), -np.inf, dtype=np.float32)
+            scores[:, known] = self.model.user_factors[[i for _, i in chunk]] @ factors.T
+            for (u, _), s in zip(chunk, scores):
+                out[u] = [items[i] for i in top_k_excluding(s, self.data.seen_items(u), k)]
         return out
 
 

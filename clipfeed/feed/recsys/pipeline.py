@@ -106,6 +106,8 @@ class LogState:
             for tag in self.meta[v].hashtags if v in self.meta else ():
                 by_tag[tag].append(i)
         self.videos_of_tag = {t: np.array(ix) for t, ix in by_tag.items()}
+        self._performance: np.ndarray | None = None
+        self._ranked_pools: dict[tuple[str, str], np.ndarray] = {}
 
     def video_states(self, rows: np.ndarray) -> list[VideoState]:
         # Built on first use: the candidates of a few thousand users touch a fraction of a
@@ -218,7 +220,7 @@ class LogState:
             add("content", (index[v] for v, _ in content.nearest(state.content_vector, SOURCE_SIZES["content"], seen_ids)
                             if v in index))
         add("trending", self.trending)
-        affinity_rows = self._affinity_rows(state)
+        affinity_rows = self._affinity_rows(state, SOURCE_SIZES["affinity"] + len(seen))
         if len(affinity_rows):
             add("affinity", affinity_rows)
         if state.follows:
@@ -227,20 +229,31 @@ class LogState:
         rows = np.fromiter(found, dtype=np.int64, count=len(found))
         return rows, [found[r] for r in rows]
 
-    def _affinity_rows(self, state: UserState) -> np.ndarray:
-        """Best-performing videos of the user's top creators and hashtags."""
+    def _affinity_rows(self, state: UserState, limit: int) -> np.ndarray:
+        """The `limit` best-performing videos of the user's top creators and hashtags (callers
+        skip the seen ones: asking for the source's size plus the seen count loses nothing)."""
         pools = []
         for name, _ in sorted(state.creator_affinity.items(), key=lambda kv: -kv[1])[:3]:
             if state.creator_affinity[name] > 0 and name in self.videos_of_creator:
-                pools.append(self.videos_of_creator[name])
+                pools.append(self._best_of(("creator", name), self.videos_of_creator[name])[:limit])
         for tag, _ in sorted(state.hashtag_affinity.items(), key=lambda kv: -kv[1])[:3]:
             if state.hashtag_affinity[tag] > 0 and tag in self.videos_of_tag:
-                pools.append(self.videos_of_tag[tag])
+                pools.append(self._best_of(("tag", tag), self.videos_of_tag[tag])[:limit])
         if not pools:
             return np.zeros(0, np.int64)
         pool = np.unique(np.concatenate(pools))
-        rate = (self.completions[pool] + 3.5) / (self.views[pool] + 10.0)
-        return pool[np.argsort(-(rate * np.log1p(self.views[pool] + 1)), kind="stable")]
+        return pool[np.argsort(-self._performance[pool], kind="stable")][:limit]
+
+    def _best_of(self, key: tuple[str, str], rows: np.ndarray) -> np.ndarray:
+        """`rows` (ascending) best-performing first, ties by row; sorted once per creator or tag
+        (a popular hashtag holds tens of thousands of videos, sorted for every user before)."""
+        ranked = self._ranked_pools.get(key)
+        if ranked is None:
+            if self._performance is None:
+                rate = (self.completions + 3.5) / (self.views + 10.0)
+                self._performance = rate * np.log1p(self.views + 1)
+            ranked = self._ranked_pools[key] = rows[np.argsort(-self._performance[rows], kind="stable")]
+        return ranked
 
     def knn_scores(self, user: str) -> np.ndarray | None:
         if self._knn_user != user:
