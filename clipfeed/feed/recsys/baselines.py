@@ -181,15 +181,22 @@ class ALS:
         rows = [(u, self.model.user_index.get(u)) for u in users]
         out.update({u: [] for u, i in rows if i is None})
         rows = [(u, i) for u, i in rows if i is not None]
-        # Users in blocks: one matrix product per block instead of a vector product per user,
-        # the block's scores bounded to ~64 MB.
-        block = max(1, (1 << 24) // max(len(items), 1))
+        # Only items with a vector can score above -inf: rank those (a model tuned on a sample of
+        # users knows a fraction of a big catalogue), in blocks of users, one matrix product per
+        # block instead of a vector product per user, the block's scores bounded to ~64 MB.
+        column = np.full(len(items), -1, dtype=np.int64)
+        column[known] = np.arange(len(known))
+        block = max(1, (1 << 24) // max(len(known), 1))
         for start in range(0, len(rows), block):
             chunk = rows[start:start + block]
-            scores = np.full((len(chunk), len(items)), -np.inf, dtype=np.float32)
-            scores[:, known] = self.model.user_factors[[i for _, i in chunk]] @ factors.T
+            scores = self.model.user_factors[[i for _, i in chunk]] @ factors.T
             for (u, _), s in zip(chunk, scores):
-                out[u] = [items[i] for i in top_k_excluding(s, self.data.seen_items(u), k)]
+                seen = column[self.data.seen_items(u)]
+                seen = seen[seen >= 0]
+                if len(known) - len(seen) >= k:
+                    out[u] = [items[known[c]] for c in top_k_excluding(s, seen, k)]
+                else:  # too few known unseen items: the whole catalogue, as scores_for has it
+                    out[u] = [items[i] for i in top_k_excluding(self.scores_for(u), self.data.seen_items(u), k)]
         return out
 
 
