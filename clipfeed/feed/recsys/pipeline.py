@@ -137,6 +137,7 @@ class LogState:
         self._user_rows = {users[s]: ordered[s:e] for s, e in zip(np.r_[0, bounds], np.r_[bounds, len(users)])
                            } if len(users) else {}
         self._user_cache: dict[str, UserState] = {}
+        self._nearest: dict[str, dict[str, np.ndarray]] = {}  # see prefetch
         self._knn_user: str | None = None
         self._knn: np.ndarray | None = None
 
@@ -203,12 +204,17 @@ class LogState:
         state = self.user_state(user)
         seen_ids = [self.catalogue[r] for r in seen]
         collab, knn, content = self.sources.collab, self.sources.itemknn, self.sources.content
+        prefetched = self._nearest.get(user, {})
         if collab is not None:
             vec = collab.user_vector(user)
-            if vec is not None:
+            if "collaborative" in prefetched:
+                add("collaborative", prefetched["collaborative"])
+            elif vec is not None:
                 add("collaborative", (index[v] for v, _ in collab.nearest(vec, SOURCE_SIZES["collaborative"], seen_ids)
                                       if v in index))
-            if state.short_term_vector is not None:
+            if "short_term" in prefetched:
+                add(self.short_term_name, prefetched["short_term"])
+            elif state.short_term_vector is not None:
                 add(self.short_term_name, (index[v] for v, _ in collab.nearest(state.short_term_vector,
                                                                          SOURCE_SIZES["short_term"], seen_ids)
                                    if v in index))
@@ -216,7 +222,9 @@ class LogState:
             scores = self.knn_scores(user)
             if scores is not None:
                 add("itemknn", top_k_excluding(scores, np.fromiter(seen, np.int64, len(seen)), SOURCE_SIZES["itemknn"]))
-        if content is not None and state.content_vector is not None:
+        if "content" in prefetched:
+            add("content", prefetched["content"])
+        elif content is not None and state.content_vector is not None:
             add("content", (index[v] for v, _ in content.nearest(state.content_vector, SOURCE_SIZES["content"], seen_ids)
                             if v in index))
         add("trending", self.trending)
@@ -228,6 +236,44 @@ class LogState:
             add("following", pool[np.argsort(-self.velocity[pool], kind="stable")])
         rows = np.fromiter(found, dtype=np.int64, count=len(found))
         return rows, [found[r] for r in rows]
+
+    def prefetch(self, users: Sequence[str]) -> None:
+        """The collaborative (long- and short-term) and content neighbours of many users at once,
+        exact, by matrix products over blocks of users. For a few thousand users this costs less
+        than what `candidates` does alone: an ANN index built per state (minutes over a million
+        videos) and one query per user. Small catalogues get the same lists (their index is
+        exact); big ones, the exact lists the served HNSW approximates."""
+        collab, content = self.sources.collab, self.sources.content
+        queries: dict[str, list[tuple[str, np.ndarray]]] = {"collaborative": [], "short_term": [], "content": []}
+        for user in users:
+            state = self.user_state(user)
+            if collab is not None:
+                vec = collab.user_vector(user)
+                if vec is not None:
+                    queries["collaborative"].append((user, vec))
+                if state.short_term_vector is not None:
+                    queries["short_term"].append((user, state.short_term_vector))
+            if content is not None and state.content_vector is not None:
+                queries["content"].append((user, state.content_vector))
+        for name, asked in queries.items():
+            if not asked:
+                continue
+            model = content if name == "content" else collab
+            vectors, ids = (model.vectors, model.ids) if name == "content" else (model.item_factors, model.item_ids)
+            # The model's rows as catalogue rows (-1: not in the catalogue).
+            as_row = np.array([self.data.item_index.get(v, -1) for v in ids], dtype=np.int64)
+            model_row = np.full(len(self.catalogue), -1, dtype=np.int64)
+            model_row[as_row[as_row >= 0]] = np.flatnonzero(as_row >= 0)
+            k = SOURCE_SIZES[name]
+            block = max(1, (1 << 24) // max(len(ids), 1))
+            for start in range(0, len(asked), block):
+                chunk = asked[start:start + block]
+                scores = np.stack([q for _, q in chunk]).astype(np.float32) @ vectors.T
+                for (user, _), s in zip(chunk, scores):
+                    seen = model_row[self.data.seen_items(user)]
+                    top = top_k_excluding(s, seen[seen >= 0], k)
+                    top = top[as_row[top] >= 0]
+                    self._nearest.setdefault(user, {})[name] = as_row[top]
 
     def _affinity_rows(self, state: UserState, limit: int) -> np.ndarray:
         """The `limit` best-performing videos of the user's top creators and hashtags (callers
@@ -471,6 +517,7 @@ class ClipfeedRecommender:
         labels = _labels(later, seen_before)
         rng = np.random.default_rng(seed)
         blocks, ys, groups = [], {h: [] for h in HEADS}, []
+        state.prefetch([u for u in sorted(labels) if u in state._user_rows])
         for g, user in enumerate(sorted(labels)):
             if user not in state._user_rows:
                 continue
@@ -535,6 +582,7 @@ class ClipfeedRecommender:
         """Every user's candidate rows and the ranker's weighted score of each (concatenated)."""
         state = self.state
         per_user, blocks = [], []
+        state.prefetch(users)
         for user in users:
             rows, sources = state.candidates(user)
             per_user.append(rows)
