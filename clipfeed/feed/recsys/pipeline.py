@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from clipfeed.feed.recsys.baselines import ALS, Interactions, ItemKNN, top_k_excluding
+from clipfeed.feed.recsys.baselines import ALS, Interactions, ItemKNN, top_k_excluding, top_k_in_place
 from clipfeed.feed.recsys.collaborative import CollaborativeModel
 from clipfeed.feed.recsys.content import ContentIndex, video_text
 from clipfeed.feed.recsys.dataset import InteractionLog, sample_users, temporal_split
@@ -271,7 +271,7 @@ class LogState:
                 scores = np.stack([q for _, q in chunk]).astype(np.float32) @ vectors.T
                 for (user, _), s in zip(chunk, scores):
                     seen = model_row[self.data.seen_items(user)]
-                    top = top_k_excluding(s, seen[seen >= 0], k)
+                    top = top_k_in_place(s, seen[seen >= 0], k)
                     top = top[as_row[top] >= 0]
                     self._nearest.setdefault(user, {})[name] = as_row[top]
 
