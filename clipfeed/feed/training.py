@@ -269,7 +269,8 @@ def train_models(data: InteractionLog, settings: Settings, *, seed: int = 0, ste
 
     with _step(steps, "ALS tuned on the holdout split"):
         als = ALS(seed=seed, tune_users=tune_users).fit(split.train, catalogue)
-        collab_metrics = score(als)
+        # The grid search's pick, recorded: it is made on the sample's interactions only.
+        collab_metrics = {**score(als), **{f"als_{name}": float(value) for name, value in als.params.items()}}
     with _step(steps, "pipeline (ALS + LightGBM ranker) on the holdout split"):
         pipeline = ClipfeedRecommender(weights=settings.feed_score_weights, seed=seed, als_params=als.params,
                                        use_itemknn=False, state_options=_state_options(), max_users=max_users)
