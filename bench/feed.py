@@ -89,8 +89,13 @@ def _train_collab(data: Dataset, conn) -> None:
 def _train_offline(settings: Settings, conn) -> None:
     """In a forked child: feed-offline's training job (reads the event table, trains ALS and the
     LightGBM ranker with holdout scoring, publishes both to the registry)."""
+    import logging
+
     from clipfeed.feed.training import train_and_publish
 
+    # The job logs each step as it ends: a run stopped by --training-timeout still shows them.
+    logging.basicConfig(format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("clipfeed.feed.training").setLevel(logging.INFO)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     started = time.perf_counter()
     try:

@@ -114,6 +114,10 @@ class Settings(BaseSettings):
     feed_training_max_events: int = 5_000_000
     # Share of each user's latest interactions held out to score (and gate) a new model.
     feed_training_holdout: float = 0.2
+    # The ranker's training set, the ALS tuning and the holdout metrics use at most this many
+    # users (a seeded sample; ALS itself still trains on every interaction). A few thousand
+    # users' labels are plenty for LightGBM, and scoring every user costs tens of ms each.
+    feed_training_max_users: int = 3_000
     # --- Live streams and chat (clipfeed/live) ---
     # Host that encoders (OBS) reach for RTMP ingest; empty: the host of the API request.
     live_public_host: str = ""

@@ -26,7 +26,7 @@ from sqlalchemy import text
 
 from clipfeed.config import Settings
 from clipfeed.feed.recsys.baselines import ALS
-from clipfeed.feed.recsys.dataset import InteractionLog, ItemMeta, temporal_split
+from clipfeed.feed.recsys.dataset import InteractionLog, ItemMeta, sample_users, temporal_split
 from clipfeed.feed.recsys.metrics import evaluate
 from clipfeed.feed.recsys.pipeline import ClipfeedRecommender
 from clipfeed.feed.recsys.registry import ModelRegistry
@@ -81,6 +81,9 @@ def _step(steps: dict | None, name: str):
         yield
     finally:
         steps[name] = {"seconds": time.perf_counter() - started, "peak_rss_mb": _peak_rss_mb()}
+        # As it goes: a job stopped by a timeout still shows which steps it finished.
+        log.info("training step %r: %.1f s, peak RSS %.0f MB", name, steps[name]["seconds"],
+                 steps[name]["peak_rss_mb"])
 
 
 def _epoch(value) -> float:
@@ -239,38 +242,47 @@ def _state_options() -> dict:
 
 def train_models(data: InteractionLog, settings: Settings, *, seed: int = 0, steps: dict | None = None):
     """Fit on all but the holdout, score on it, refit on everything.
-    Returns (collab model, ranker, collab metrics, ranker metrics); `steps` gets each step's
-    time and peak RSS."""
+    ALS is fitted on every interaction; its tuning, the ranker's labels and the holdout metrics
+    use a bounded, hash-seeded sample of users (`feed_training_max_users`), the same users for
+    both models and mostly the same from one run to the next, so the registry compares like
+    with like. Returns (collab model, ranker, collab metrics, ranker metrics); `steps` gets
+    each step's time and peak RSS."""
     catalogue = data.all_items
+    max_users = settings.feed_training_max_users
     with _step(steps, "holdout split"):
         split = temporal_split(data, 1.0 - settings.feed_training_holdout)
-    users = sorted(u for u, rel in split.relevant.items() if rel)
-    if not users:
-        raise TrainingSkipped("no user has positive interactions in the holdout")
-    counts = defaultdict(int)
-    for _, v in set(zip(split.train.user.tolist(), split.train.item.tolist())):
-        counts[v] += 1
-    n_users = len(set(split.train.user.tolist()))
+        users = sample_users((u for u, rel in split.relevant.items() if rel), max_users, seed=seed)
+        if not users:
+            raise TrainingSkipped("no user has positive interactions in the holdout")
+        # ALS's grid search (24 fits) runs on the sampled users' interactions only.
+        tune_users = sample_users(split.train.user.tolist(), max_users, seed=seed)
+        # Novelty's popularity: the number of training users per item (the log has one row per pair).
+        items, per_item = np.unique(split.train.item, return_counts=True)
+        counts = dict(zip(items.tolist(), per_item.tolist()))
+        n_users = len(np.unique(split.train.user))
+        relevant = {u: split.relevant[u] for u in users}
 
     def score(model) -> dict[str, float]:
         recs = model.recommend(users, K)
-        return evaluate(recs, split.relevant, k=K, catalogue_size=len(catalogue), users_per_item=counts,
-                        n_users=n_users)
+        return {**evaluate(recs, relevant, k=K, catalogue_size=len(catalogue), users_per_item=counts,
+                           n_users=n_users), "holdout_users": float(len(users))}
 
     with _step(steps, "ALS tuned on the holdout split"):
-        als = ALS(seed=seed).fit(split.train, catalogue)
-        collab_metrics = score(als)
+        als = ALS(seed=seed, tune_users=tune_users).fit(split.train, catalogue)
+        # The grid search's pick, recorded: it is made on the sample's interactions only.
+        collab_metrics = {**score(als), **{f"als_{name}": float(value) for name, value in als.params.items()}}
     with _step(steps, "pipeline (ALS + LightGBM ranker) on the holdout split"):
         pipeline = ClipfeedRecommender(weights=settings.feed_score_weights, seed=seed, als_params=als.params,
-                                       use_itemknn=False, state_options=_state_options())
-        pipeline.fit(split.train, catalogue)
+                                       use_itemknn=False, state_options=_state_options(), max_users=max_users)
+        pipeline.fit(split.train, catalogue, collab=als.model)  # the same fit: reuse it
         ranker_metrics = score(pipeline)
 
     with _step(steps, "ALS on everything (published)"):
         final_als = ALS(als.params, tune=False, seed=seed).fit(data, catalogue)
     with _step(steps, "LightGBM ranker on everything (published)"):
         final = ClipfeedRecommender(weights=settings.feed_score_weights, seed=seed, als_params=als.params,
-                                    use_itemknn=False, state_options=_state_options())
+                                    use_itemknn=False, state_options=_state_options(), max_users=max_users,
+                                    content=pipeline.content)
         ranker = final.train_ranker(data, catalogue)
     return final_als.model, ranker, collab_metrics, ranker_metrics
 

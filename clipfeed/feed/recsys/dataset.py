@@ -9,6 +9,8 @@ caption) when the source has it; MovieLens has none.
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,6 +59,11 @@ class InteractionLog:
                               self.weight[mask_or_index], self.positive[mask_or_index],
                               {k: v[mask_or_index] for k, v in self.flags.items()}, self.items)
 
+    def of_users(self, users: Iterable[str]) -> np.ndarray:
+        """Mask of the rows of `users`."""
+        wanted = set(users)
+        return np.fromiter((u in wanted for u in self.user), dtype=bool, count=len(self))
+
     def sorted(self) -> InteractionLog:
         """Ordered by (user, ts), stable, so per-user slices are contiguous and chronological."""
         order = np.lexsort((self.ts, self.user.astype(str)))
@@ -98,6 +105,21 @@ def load_udata(path: str | Path) -> InteractionLog:
     r = np.asarray(ratings, dtype=np.float32)
     return InteractionLog(np.array(users, dtype=object), np.array(items, dtype=object), np.asarray(stamps),
                           np.maximum(r - 3.0, 0.0), r >= 4.0)
+
+
+def sample_users(users: Iterable[str], limit: int | None, *, seed: int = 0) -> list[str]:
+    """At most `limit` of `users` (sorted), chosen by a seeded hash of the id rather than by
+    position: the users kept are those with the lowest hashes, so a later run over a grown user
+    base keeps mostly the same users (metrics of successive models stay comparable)."""
+    users = sorted(set(users))
+    if limit is None or len(users) <= limit:
+        return users
+    salt = str(seed).encode()
+
+    def rank(user: str) -> bytes:
+        return hashlib.blake2b(user.encode(), digest_size=8, salt=salt[:16]).digest()
+
+    return sorted(sorted(users, key=rank)[:limit])
 
 
 @dataclass

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from clipfeed.feed.recsys.dataset import InteractionLog, load_udata, temporal_split
+from clipfeed.feed.recsys.dataset import InteractionLog, load_udata, sample_users, temporal_split
 
 
 def _log(rows):
@@ -35,6 +35,20 @@ def test_relevant_items_are_positive_and_unseen_in_train():
             ("u", "r", 9, 1, True), ("u", "s", 10, 1, True)]
     split = temporal_split(_log(rows), 0.5)  # test: x (seen before), n (negative), p, q, r, s
     assert split.relevant["u"] == {"p", "q", "r", "s"}
+
+
+def test_user_sample_is_bounded_seeded_and_mostly_kept_as_users_join():
+    users = [f"user{i}" for i in range(1000)]
+    sample = sample_users(users, 100, seed=3)
+    assert len(sample) == 100 and set(sample) <= set(users) and sample == sorted(sample)
+    assert sample_users(reversed(users), 100, seed=3) == sample  # the order of the input does not matter
+    assert sample_users(users, 100, seed=4) != sample
+    assert sample_users(users[:50], 100) == sorted(users[:50])  # fewer users than the bound: all of them
+    # 10 % more users: a sampled user leaves the sample only for a newcomer that hashes lower.
+    grown = sample_users(users + [f"new{i}" for i in range(100)], 100, seed=3)
+    kept = set(grown) & set(sample)
+    assert set(grown) - kept <= {f"new{i}" for i in range(100)}
+    assert len(kept) >= 75
 
 
 def test_udata_loader_reads_ratings_four_and_above_as_positive(tmp_path):

@@ -124,6 +124,27 @@ def test_train_publishes_versioned_models_from_the_event_log(settings):
     assert bad.exit_code == 2
 
 
+def test_train_on_a_sample_of_the_users_still_publishes_scored_models(settings_factory):
+    """Fewer sampled users than the platform has: ALS still learns every user, the ranker and
+    the holdout metrics come from the sample."""
+    settings = settings_factory(feed_training_max_users=15)
+    _load_simulated_platform(settings)
+    report = asyncio.run(train_and_publish(settings))
+    assert set(report.published) == {"collab", "ranker"}
+    for outcome in report.published.values():
+        assert outcome["metrics"]["holdout_users"] == 15
+        assert 0 < outcome["metrics"]["ndcg@20"] <= 1
+    assert report.published["collab"]["metrics"]["als_factors"] in (8, 16, 32, 64)  # the grid's pick
+    (_, collab), (_, ranker) = asyncio.run(_served(settings))
+    assert len(collab.user_ids) > 15
+    assert isinstance(ranker, LightGBMRanker)
+
+
+async def _served(settings):
+    registry = ModelRegistry(build_store(settings), refresh_s=0)
+    return await registry.current("collab"), await registry.current("ranker")
+
+
 def test_train_with_too_few_events_publishes_nothing(settings):
     # The periodic job waits for one training period of history before the first model.
     factories.events(settings, [{"kind": "view", "video_id": "v", "user_id": "u", "created_at": datetime.now(UTC)}])
