@@ -97,3 +97,47 @@ def test_a_request_that_finds_every_connection_busy_gets_503_busy_and_the_next_o
         http.portal.call(held.aclose)
         served = http.get("/api/v1/feed/following", headers=headers)
         assert served.status_code == 200, served.text
+
+
+def test_sqlite_statements_take_one_thread_hop_and_only_open_transactions_roll_back(sqlite_settings, monkeypatch):
+    """aiosqlite runs every call in the connection's thread; a statement is one such call (rows
+    included), and a connection returned to the pool after its commit needs none."""
+    import aiosqlite.core
+    from sqlalchemy.exc import IntegrityError
+
+    hops = []
+    run_in_thread = aiosqlite.core.Connection._execute
+
+    async def counted(self, fn, *args, **kwargs):
+        hops.append(getattr(fn, "__name__", repr(fn)))
+        return await run_in_thread(self, fn, *args, **kwargs)
+
+    monkeypatch.setattr(aiosqlite.core.Connection, "_execute", counted)
+    row = "INSERT INTO hashtags (tag, video_count, created_at) VALUES (:tag, 0, '2026-01-01 00:00:00')"
+
+    async def main():
+        db = Database(sqlite_settings)
+        try:
+            async with db.read() as session:  # connects (the PRAGMAs, SQL functions) first
+                await session.execute(text("SELECT 1"))
+            hops.clear()
+            async with db.read() as session:
+                assert (await session.execute(text("SELECT 1, 'a' UNION ALL SELECT 2, 'b'"))).all() == [(1, "a"), (2, "b")]
+                assert await session.scalar(text("SELECT count(*) FROM hashtags WHERE tag LIKE 'hop%'")) == 0
+            # BEGIN, two statements, COMMIT; no rollback when the pool takes the connection back.
+            assert len(hops) == 4, hops
+            async with db.transaction() as session:
+                await session.execute(text(row), [{"tag": "hop1"}, {"tag": "hop2"}])  # executemany
+                returned = await session.scalar(text(row.replace(":tag", "'hop3'") + " RETURNING tag"))
+                assert returned == "hop3"
+            with pytest.raises(IntegrityError):
+                async with db.transaction() as session:
+                    await session.execute(text(row), {"tag": "hop4"})
+                    await session.execute(text(row), {"tag": "hop1"})  # duplicate: the whole unit rolls back
+            async with db.read() as session:
+                tags = (await session.scalars(text("SELECT tag FROM hashtags WHERE tag LIKE 'hop%' ORDER BY tag"))).all()
+            assert tags == ["hop1", "hop2", "hop3"]
+        finally:
+            await db.dispose()
+
+    asyncio.run(main())

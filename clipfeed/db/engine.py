@@ -8,9 +8,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.pool import NullPool
 
 from clipfeed.config import Settings
+from clipfeed.db.sqlite_driver import adopt
 
 
 def _tune_sqlite(dbapi_connection, _record) -> None:
+    adopt(dbapi_connection)  # one aiosqlite thread hop per statement (see sqlite_driver)
     # WAL lets readers proceed while a writer commits; busy_timeout makes writers queue
     # instead of failing with "database is locked" when the API and a worker write at once.
     cursor = dbapi_connection.cursor()
