@@ -116,3 +116,15 @@ def steady(video_id: str, *, per_hour: int, hours: float, kind: str = "view", re
 
 # The graph rows are made exactly as the social tests make them.
 from tests.social.factories import block, follow  # noqa: E402,F401
+
+
+def impressions(settings: Settings, user_id: str, video_ids: list[str]) -> None:
+    """Impressions written as another API process writes them: straight into the log."""
+    from clipfeed.feed.models import Impression
+
+    async def work(session):
+        now = utcnow()
+        await session.execute(insert(Impression), [{"user_id": user_id, "video_id": vid, "created_at": now}
+                                                   for vid in video_ids])
+
+    run(settings, work)
