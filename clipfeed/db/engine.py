@@ -8,7 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.pool import NullPool
 
 from clipfeed.config import Settings
-from clipfeed.db.sqlite_driver import adopt
+from clipfeed.db.sqlite_driver import adopt, begin
 
 
 def _tune_sqlite(dbapi_connection, _record) -> None:
@@ -29,13 +29,13 @@ def _begin_immediate(connection) -> None:
     # A deferred SQLite transaction that reads and then writes fails with SQLITE_BUSY when
     # another writer committed in between; BEGIN IMMEDIATE queues writers on busy_timeout
     # instead, which keeps counters and state transitions exact without retry loops.
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+    begin(connection, "BEGIN IMMEDIATE")
 
 
 def _begin_deferred(connection) -> None:
     # For transactions that only read: a WAL snapshot that takes no write lock, so a long read
     # (ranking a feed page) never makes writers queue behind it.
-    connection.exec_driver_sql("BEGIN")
+    begin(connection, "BEGIN")
 
 
 def build_engine(settings: Settings, *, pooled: bool = True, read_only: bool = False) -> AsyncEngine:
