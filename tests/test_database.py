@@ -69,6 +69,25 @@ def test_a_write_transaction_holds_the_write_lock_from_its_first_statement(sqlit
     other.close()
 
 
+def test_a_write_transaction_that_starts_with_a_streamed_read_holds_the_write_lock(sqlite_settings):
+    other = _other_process(sqlite_settings)
+
+    async def main():
+        db = Database(sqlite_settings)
+        try:
+            async with db.transaction() as session:
+                connection = await session.connection()
+                result = await connection.stream(text("SELECT tag FROM hashtags"))
+                await result.fetchall()
+                with pytest.raises(sqlite3.OperationalError, match="locked"):
+                    other.execute("BEGIN IMMEDIATE")
+        finally:
+            await db.dispose()
+
+    asyncio.run(main())
+    other.close()
+
+
 def test_a_request_that_finds_every_connection_busy_gets_503_busy_and_the_next_one_is_served(settings_factory):
     # Overload must not look like a bug (500) nor queue without bound: with the read pool held
     # (one connection, no overflow), a feed request waits database_pool_timeout_s, then 503.

@@ -139,7 +139,16 @@ class OneHopConnection(AsyncAdapt_aiosqlite_connection):
         super().commit()
 
     def cursor(self, server_side: bool = False):
-        if server_side:  # streamed results keep SQLAlchemy's cursor (fetches in batches)
+        if server_side:
+            # Streamed results keep SQLAlchemy's cursor (it fetches in batches): the transaction's
+            # BEGIN, if still pending, must go first on its own.
+            begin = _take_pending_begin(self._connection)
+            if begin is not None:
+                aio = self._connection
+                try:
+                    await_(aio._execute(_run_statement, aio._conn, begin, None))
+                except Exception as error:
+                    self._handle_exception(error)
             return super().cursor(server_side=True)
         return OneHopCursor(self)
 
