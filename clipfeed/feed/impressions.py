@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from clipfeed.feed.models import Impression
 
 
 @dataclass
@@ -71,24 +70,38 @@ async def _insert(session: AsyncSession, pairs: list[tuple[str, str]]) -> set[tu
     """Insert (user_id, video_id) impressions; returns the pairs that were new."""
     from clipfeed.db import utcnow
 
-    now = utcnow()
-    rows = [{"user_id": user_id, "video_id": video_id, "created_at": now} for user_id, video_id in pairs]
-    # executemany with RETURNING (SQLAlchemy's "insertmanyvalues"): one statement whose compiled
-    # form is cached, where .values(rows) compiled a new multi-row INSERT for every page (~2 ms);
-    # and the statement object is built once per dialect, so its cache key is walked only once.
-    inserted = await session.execute(_insert_statement(session), rows)
+    connection = await session.connection()
+    statement, params = _insert_statement(connection.dialect.name, pairs)
+    inserted = await connection.execute(statement, {**params, "now": utcnow()})
     return {(user_id, video_id) for user_id, video_id in inserted.all()}
 
 
+# One INSERT ... SELECT over the page's ids passed as a single parameter (a JSON array on SQLite,
+# two arrays on PostgreSQL), skipping the rows already logged and returning the new ones. An
+# executemany through SQLAlchemy's "insertmanyvalues" cost ~1.2 ms of CPU per page for ten rows,
+# most of it building and binding the multi-row VALUES; this is one plain statement.
+_SQL = {
+    "sqlite": ("INSERT INTO feed_impressions (user_id, video_id, created_at) "
+               "SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), :now FROM json_each(:pairs) "
+               "WHERE true ON CONFLICT DO NOTHING RETURNING user_id, video_id"),  # WHERE: SQLite's upsert grammar
+    "postgresql": ("INSERT INTO feed_impressions (user_id, video_id, created_at) "
+                   "SELECT pair.user_id, pair.video_id, :now "
+                   "FROM unnest(CAST(:users AS text[]), CAST(:videos AS text[])) AS pair(user_id, video_id) "
+                   "ON CONFLICT DO NOTHING RETURNING user_id, video_id"),
+}
 _statements: dict[str, object] = {}
 
 
-def _insert_statement(session: AsyncSession):
-    from clipfeed.social.interactions import insert_ignore
+def _insert_statement(dialect: str, pairs: list[tuple[str, str]]):
+    import json
 
-    dialect = session.get_bind().dialect.name
+    from sqlalchemy import bindparam, text
+
+    from clipfeed.db.base import UTCDateTime
+
     statement = _statements.get(dialect)
     if statement is None:
-        statement = _statements[dialect] = (insert_ignore(session, Impression)
-                                            .returning(Impression.user_id, Impression.video_id))
-    return statement
+        statement = _statements[dialect] = text(_SQL[dialect]).bindparams(bindparam("now", type_=UTCDateTime()))
+    if dialect == "sqlite":
+        return statement, {"pairs": json.dumps(pairs)}
+    return statement, {"users": [user for user, _ in pairs], "videos": [video for _, video in pairs]}
