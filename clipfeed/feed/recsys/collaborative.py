@@ -138,7 +138,7 @@ class CollaborativeModel:
         if vector is None or not self.item_ids or k <= 0:
             return []
         excluded = set(exclude)
-        return _search(self._index(), vector, k, excluded, self.item_ids)
+        return _search(self._index(), vector, k, excluded, self.item_ids, self.item_factors)
 
     # -- persistence ------------------------------------------------------------------------
 
@@ -180,6 +180,9 @@ class CollaborativeModel:
         return model
 
 
+EXACT_PARTITION_FROM = 256  # results wanted from an exact index above which numpy answers it
+
+
 def _build_index(vectors: np.ndarray, hnsw_threshold: int):
     """Inner-product ANN index: exact below the threshold, HNSW (M=32) above it."""
     import faiss
@@ -197,13 +200,26 @@ def _build_index(vectors: np.ndarray, hnsw_threshold: int):
     return index
 
 
-def _search(index, vector: np.ndarray, k: int, excluded: set[str], ids: list[str]) -> list[tuple[str, float]]:
+def _search(index, vector: np.ndarray, k: int, excluded: set[str], ids: list[str],
+            vectors: np.ndarray | None = None) -> list[tuple[str, float]]:
+    import faiss
+
     want = min(len(ids), k + len(excluded))
     query = np.ascontiguousarray(vector, dtype=np.float32).reshape(1, -1)
-    scores, rows = index.search(query, want)
+    if vectors is not None and want > EXACT_PARTITION_FROM and isinstance(index, faiss.IndexFlat):
+        # The exact index's answer computed with numpy: a flat faiss search keeps a heap of
+        # `want` results, and `want` is k plus every excluded id (a heavy user's thousands of
+        # seen videos): ~1.5 ms per query at 25k items, against a matrix-vector product and
+        # a partition.
+        everything = vectors @ query[0]
+        top = (np.argpartition(everything, len(ids) - want)[len(ids) - want:] if want < len(ids)
+               else np.arange(len(ids)))
+        top = top[np.argsort(-everything[top], kind="stable")]
+        scores, rows = everything[top][None, :], top[None, :]
+    else:
+        scores, rows = index.search(query, want)
     out: list[tuple[str, float]] = []
-    # As Python numbers first (one C call): stepping through numpy scalars cost ~3x per row, and
-    # `want` is k plus every excluded id (a heavy user's thousands of seen videos).
+    # As Python numbers first (one C call): stepping through numpy scalars cost ~3x per row.
     for score, row in zip(scores[0].tolist(), rows[0].tolist()):
         if row < 0:
             continue

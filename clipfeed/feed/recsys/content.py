@@ -119,4 +119,4 @@ class ContentIndex:
             return []
         if self._ann is None:
             self._ann = _build_index(self.vectors, self.hnsw_threshold)
-        return _search(self._ann, vector, k, set(exclude), self.ids)
+        return _search(self._ann, vector, k, set(exclude), self.ids, self.vectors)

@@ -45,6 +45,23 @@ def test_collaborative_retrieves_the_users_taste(sim, collab):
     assert collab.user_vector("nobody") is None and collab.item_vector("nothing") is None
 
 
+def test_a_long_exclusion_list_gets_the_same_neighbours_as_a_short_one(collab):
+    """Past EXACT_PARTITION_FROM wanted results the exact index is answered with numpy: the
+    same ranking as faiss's, excluded ids skipped."""
+    from clipfeed.feed.recsys import collaborative
+
+    vec = collab.user_vector("u1")
+    scores, rows = collab._index().search(vec.reshape(1, -1), len(collab.item_ids))  # faiss itself
+    everything = [(collab.item_ids[row], score) for score, row in zip(scores[0].tolist(), rows[0].tolist())]
+    assert len(everything) == len(collab.item_ids)
+    excluded = {v for i, (v, _) in enumerate(everything) if i % 10}  # the best one included
+    assert len(excluded) + 10 > collaborative.EXACT_PARTITION_FROM
+    expected = [(v, s) for v, s in everything if v not in excluded][:10]
+    found = collab.nearest(vec, 10, exclude=excluded)
+    assert [v for v, _ in found] == [v for v, _ in expected]
+    assert np.allclose([s for _, s in found], [s for _, s in expected], atol=1e-4)
+
+
 def test_fold_in_recovers_a_users_vector_from_their_items(sim, collab):
     _, log = sim
     mask = (log.user == "u1") & (log.weight > 0)
