@@ -5,7 +5,8 @@ import scipy.sparse as sp
 
 from clipfeed.feed.recsys.baselines import ALS
 from clipfeed.feed.recsys.blend import (
-    CLUSTER_PRIOR, SIGNALS, WEIGHT_GRID, SignalBlend, cluster_scores, ease_weights, item_clusters,
+    CLUSTER_COUNTS, CLUSTER_PRIOR, INNER_CUTS, MIN_GAIN, SIGNALS, WEIGHT_GRID, SignalBlend, _significant_gain,
+    cluster_scores, ease_weights, item_clusters,
 )
 from clipfeed.feed.recsys.dataset import load_udata, temporal_split
 from clipfeed.feed.recsys.evaluation import simulated_log
@@ -80,3 +81,35 @@ def test_item_clusters_separate_two_groups_of_directions():
     vectors = np.vstack([a * rng.uniform(0.1, 10, (20, 1)), b * rng.uniform(0.1, 10, (20, 1))])
     labels = item_clusters(vectors, 2, seed=0)
     assert len(set(labels[:20])) == 1 and len(set(labels[20:])) == 1 and labels[0] != labels[20]
+
+
+def test_a_weight_change_is_kept_only_if_its_gain_beats_min_gain_and_the_noise():
+    rng = np.random.default_rng(0)
+    current = rng.uniform(0.0, 0.3, 600)
+    # +3 % on average but as noisy as one inner split: the mean gain is below one standard error
+    swing = 0.2 * np.where(np.arange(len(current)) % 2, 1.0, -1.0)  # mean 0, sd 0.2
+    noisy = current + 0.03 * current.mean() + swing
+    assert (noisy - current).mean() > MIN_GAIN * current.mean()
+    assert not _significant_gain(noisy, current)
+    # the same mean gain, consistently across users
+    steady = current + 0.03 * current.mean() + swing / 20
+    assert _significant_gain(steady, current)
+    # consistent but below MIN_GAIN
+    assert not _significant_gain(current * (1 + MIN_GAIN / 2), current)
+
+
+def test_the_blend_is_tuned_on_every_inner_cut(tmp_path, monkeypatch):
+    import clipfeed.feed.recsys.blend as blend_module
+
+    split, catalogue = _udata_split(tmp_path, seed=2)
+    fractions = []
+    real = blend_module.temporal_split
+
+    def spy(log, fraction=0.8):
+        fractions.append(fraction)
+        return real(log, fraction)
+
+    monkeypatch.setattr(blend_module, "temporal_split", spy)
+    blend = SignalBlend(als_params=dict(factors=16, regularization=0.05, alpha=5.0)).fit(split.train, catalogue)
+    assert fractions == list(INNER_CUTS) and len(INNER_CUTS) > 1
+    assert blend.cluster_count in CLUSTER_COUNTS and blend.weights
