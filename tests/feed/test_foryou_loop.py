@@ -88,3 +88,51 @@ def test_the_content_index_is_searchable_when_its_builder_thread_returns():
     assert index._ann is not None
     nearest = index.nearest(index.vector("v3"), 3)
     assert len(nearest) == 3 and all(int(vid[1:]) % 5 == 3 for vid, _score in nearest)  # the same #tag3
+
+
+def test_a_catalog_is_assembled_in_steps_with_the_same_indexes(monkeypatch):
+    """The background catalog refresh builds its snapshot a chunk of videos per event-loop step
+    (at 300k videos the whole build held the loop for seconds), and the result is the snapshot
+    the one-go build makes. The loop's turns are counted by a callback that re-schedules itself:
+    no timing involved."""
+    import gc
+
+    from clipfeed.feed import sources
+    from clipfeed.feed.sources import Catalog, VideoMeta
+
+    videos = {f"v{i:03}": VideoMeta(f"v{i:03}", f"c{i % 7}", "public" if i % 4 else "followers", (f"tag{i % 5}",),
+                                    f"s{i % 3}" if i % 2 else None, 10_000, 1e9 - i * 60, (i * 37) % 11, i % 3, 0, 0)
+              for i in range(100)}  # newest first
+    monkeypatch.setattr(sources, "CHUNK", 10)
+    turns = []
+
+    async def build():
+        loop = asyncio.get_running_loop()
+
+        def tick():
+            turns.append(1)
+            loop.call_soon(tick)
+
+        loop.call_soon(tick)
+        catalog = await Catalog.assemble(videos, fresh_hours=1e9, fresh_max_views=5, newest_first=True)
+        return catalog, len(turns)
+
+    stepped, turns_taken = asyncio.run(build())
+    assert turns_taken >= 10  # one loop turn per chunk of 10 videos at least
+    whole = Catalog(videos, fresh_hours=1e9, fresh_max_views=5)
+    for name in ("by_creator", "by_tag", "by_sound", "fresh", "popular"):
+        assert getattr(stepped, name) == getattr(whole, name), name
+    assert gc.get_threshold()[2] < 1000  # nothing left deferred
+
+
+def test_full_collections_are_deferred_while_a_catalog_builds_and_restored_after(settings_factory):
+    import gc
+
+    from clipfeed.feed.sources import _full_collections_deferred
+
+    before = gc.get_threshold()
+    with _full_collections_deferred(settings_factory(feed_catalog_refresh_s=30)):
+        with _full_collections_deferred(settings_factory(feed_catalog_refresh_s=30)):  # two deployments
+            assert gc.get_threshold()[2] >= 1_000_000
+        assert gc.get_threshold()[2] >= 1_000_000
+    assert gc.get_threshold() == before
