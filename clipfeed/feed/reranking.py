@@ -15,7 +15,7 @@ then ``visible_ids`` against the database at serving time (the rules of
 from __future__ import annotations
 
 from collections import Counter, deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import String, and_, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -29,25 +29,21 @@ MAX_TAG_PER_WINDOW = 5  # a topic may fill at most half the window: spread witho
 LOOKAHEAD = 60  # how far down the list a slot looks for an item that fits the rules
 
 
-@dataclass(slots=True)
+@dataclass
 class Ranked:
-    """One queued item. Slotted and without a dict of its own: the per-user queues hold ~100 of
-    them each, and every full garbage collection walks them all (with a `__dict__` and an empty
-    `parts` dict each, three tracked objects per item: at 200 warm queues a full collection took
-    ~50 ms of CPU, landing on whichever page triggered it)."""
-
     video_id: str
     creator_id: str
     score: float
     hashtags: tuple[str, ...] = ()
     sources: tuple[str, ...] = ()
-    # Raw (head, value) and (source, score) pairs behind `explained_parts`, kept unformatted:
-    # only an ?explain=1 page needs the dict, and building ~100 of them per refill cost ~5 ms.
+    parts: dict[str, float] = field(default_factory=dict)
+    # Raw (head, value) and (source, score) pairs behind `parts`, kept unformatted: only an
+    # ?explain=1 page needs the dict, and building ~100 of them per refill cost ~5 ms.
     detail: tuple = ()
 
     def explained_parts(self) -> dict[str, float]:
-        if not self.detail:
-            return {}
+        if self.parts or not self.detail:
+            return self.parts
         heads, sources = self.detail
         return {**{f"head_{h}": round(v, 5) for h, v in heads}, **{f"source_{s}": round(v, 5) for s, v in sources}}
 
