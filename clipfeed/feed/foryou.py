@@ -51,7 +51,8 @@ from clipfeed.feed.feature_store import FeatureStore, VideoCounters, deployment_
 from clipfeed.feed.impressions import ImpressionLog
 from clipfeed.feed.models import Impression, NotInterested
 from clipfeed.feed.reranking import LOOKAHEAD, Ranked, diversify, fits_creator_rules, visible_rows
-from clipfeed.feed.sources import Catalog, CatalogCache, SourceContext, build_sources, run_sources
+from clipfeed.feed.sources import (Catalog, CatalogCache, SourceContext, _keep_out_of_collections, build_sources,
+                                   run_sources)
 from clipfeed.media import service as media
 from clipfeed.social.models import Block, Follow
 
@@ -180,6 +181,7 @@ class ForYouEngine:
         self._registry = None
         self._blob_store = blob_store
         self._model_failures: dict[str, tuple[float, str]] = {}
+        self._frozen_models: dict[str, object] = {}  # per kind: the model last moved out of GC's reach
         self._content: tuple[int, object] | None = None
         self._content_building = False
         # Anonymous viewers share one ranked list per region, rebuilt every ANON_TTL_S; the
@@ -293,7 +295,14 @@ class ForYouEngine:
             log.error("For You: %s model unavailable, serving the fallback feed: %s", kind, exc)
             raise
         self._model_failures.pop(kind, None)
-        return None if current is None else current[1]
+        if current is None:
+            return None
+        if self._frozen_models.get(kind) is not current[1]:
+            # A model loaded since the last freeze (the collaborative one: ids list and id -> row
+            # dict over every item, ~400k references at 300k videos): out of the collector's walk.
+            self._frozen_models[kind] = current[1]
+            _keep_out_of_collections(self.settings)
+        return current[1]
 
     def content_index(self, catalog: Catalog):
         """A ContentIndex over the catalog (built in a thread for big catalogs; None meanwhile)."""
@@ -311,6 +320,7 @@ class ForYouEngine:
                 try:
                     index = await asyncio.to_thread(_build_content, catalog, self.settings.feed_content_index_max)
                     self._content = (id(catalog), index)
+                    _keep_out_of_collections(self.settings)  # its id list and id -> row dict, as the catalog's
                 except Exception:  # noqa: BLE001
                     log.warning("content index build failed", exc_info=True)
                 finally:
