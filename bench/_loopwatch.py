@@ -65,6 +65,7 @@ class LoopWatch:
         self.steps: list[tuple[float, float, str]] = []   # (start, seconds, what)
         self.gcs: list[tuple[float, float, int]] = []     # (start, seconds, generation)
         self.db_calls: list[tuple[float, float, str]] = []  # (start, seconds, what): aiosqlite calls
+        self.cpu_steps: list[tuple[str, float]] = []  # (what, CPU seconds) of the steps in `steps`
         self._gc_started = 0.0
         self._original = None
 
@@ -72,14 +73,20 @@ class LoopWatch:
         original = self._original = asyncio.events.Handle._run
         steps, threshold = self.steps, self.threshold
 
+        cpu_steps = self.cpu_steps
+
         def _run(handle):
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.thread_time()
             try:
                 return original(handle)
             finally:
                 took = time.perf_counter() - started
                 if took > threshold:
-                    steps.append((started, took, _describe(handle)))
+                    what = _describe(handle)
+                    steps.append((started, took, what))
+                    # The loop thread's own CPU in that step: unlike the wall time, not inflated
+                    # when the machine's other load keeps the thread off a CPU.
+                    cpu_steps.append((what, time.thread_time() - cpu))
 
         asyncio.events.Handle._run = _run
         gc.callbacks.append(self._on_gc)

@@ -245,7 +245,7 @@ async def measure(settings: Settings, data: Dataset, pages: int, profile: str | 
             # task, `measure`, runs the page in process; any other task is background work).
             results["stalls"] = watch.attribute([s for s in spans if s[3] == "for_you"], own="measure", over_ms=25)
             results["stalls"]["all_gc"] = _gc_summary(watch.gcs)
-            results["stalls"]["steps_by_task"] = _steps_summary(watch.steps)
+            results["stalls"]["steps_by_task"] = _steps_summary(watch.steps, watch.cpu_steps)
             if profiler is not None:
                 profiler.disable()
                 profiler.dump_stats(profile)
@@ -350,7 +350,7 @@ async def _pages_beside_reranks(client, data: Dataset, sample: list[str], tokens
     busy = [span for span in spans if span[3] == "busy"]
     stalls = watch.attribute(busy, own="measure", over_ms=25)
     stalls["all_gc"] = _gc_summary(watch.gcs)
-    stalls["steps_by_task"] = _steps_summary(watch.steps)
+    stalls["steps_by_task"] = _steps_summary(watch.steps, watch.cpu_steps)
     import gc
     from collections import Counter
 
@@ -373,12 +373,13 @@ def _gc_summary(gcs: list[tuple[float, float, int]]) -> dict:
     return {f"gen {g}": f"{n} x, {total:.0f} ms, max {worst:.1f} ms" for g, (n, total, worst) in sorted(out.items())}
 
 
-def _steps_summary(steps: list[tuple[float, float, str]]) -> dict:
+def _steps_summary(steps: list[tuple[float, float, str]], cpu_steps: list[tuple[str, float]]) -> dict:
     out: dict = {}
-    for _start, took, what in steps:
-        n, worst = out.get(what, (0, 0.0))
-        out[what] = (n + 1, max(worst, took * 1000))
-    return {what: f"{n} steps > 2 ms, max {worst:.1f} ms" for what, (n, worst) in out.items()}
+    for (_start, took, what), (_what, cpu) in zip(steps, cpu_steps):
+        n, worst, worst_cpu = out.get(what, (0, 0.0, 0.0))
+        out[what] = (n + 1, max(worst, took * 1000), max(worst_cpu, cpu * 1000))
+    return {what: f"{n} steps > 2 ms, max {worst:.1f} ms ({worst_cpu:.1f} CPU ms)"
+            for what, (n, worst, worst_cpu) in out.items()}
 
 
 def print_stalls(stalls: dict) -> None:
