@@ -4,6 +4,7 @@ time and peak memory, ANN index size, on a generated platform.
     python bench/feed.py [--users N --videos N --interactions N] [--seed N]
                          [--postgres | --database-url URL] [--redis-url URL] [--pages N]
                          [--training-events N] [--training-timeout S] [--no-offline-training] [--no-serving]
+                         [--platform-dir DIR] [--catalog-refresh S]
 
 The issue's target is 1M videos / 100k users / 10M interactions (pass those sizes); the defaults
 are 100k / 10k / 1M, and the table's title says when the scale is below the target.
@@ -32,6 +33,13 @@ whole process per sequential request) next to the Trending page's, and throughpu
 twice: 8 concurrent in-process clients (pages/s and CPU per page, background refills included)
 and a real `uvicorn --workers 2` over loopback HTTP (pages/s and the server processes' CPU per
 page; `--uvicorn-workers 0` skips it). `--profile FILE` writes a cProfile of the page loop.
+
+Tail latency: queue pages are also timed while another user's background re-rank runs (that
+user's view, or a follow, sent just before; the follows stay for the later phases), and for the
+queue pages over 25 ms the bench prints what held them up (bench/_loopwatch.py: other tasks' loop
+steps, GC pauses, SQLite calls, time on / waiting for a CPU). `--platform-dir DIR` saves the built
+SQLite platform (database and published models) or reuses the one saved there, for A/B runs;
+`--catalog-refresh S` sets the served app's catalog refresh period (600 s unless given).
 """
 
 from __future__ import annotations
