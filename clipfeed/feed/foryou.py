@@ -52,7 +52,7 @@ from clipfeed.feed.impressions import ImpressionLog
 from clipfeed.feed.models import Impression, NotInterested
 from clipfeed.feed.reranking import LOOKAHEAD, Ranked, diversify, fits_creator_rules, visible_rows
 from clipfeed.feed.sources import (Catalog, CatalogCache, SourceContext, _keep_out_of_collections, build_sources,
-                                   run_sources)
+                                   in_background, page_in_flight, run_sources, yield_to_pages)
 from clipfeed.media import service as media
 from clipfeed.social.models import Block, Follow
 
@@ -156,8 +156,9 @@ async def _let_others_run() -> None:
     videos with no await between its stages; run in the background (an event's re-rank, a
     top-up) it held the event loop that whole time, so a page of another user whose database
     answer arrived meanwhile waited behind it. Yielding lets such a page take its next step
-    between two stages (each a few ms), at ~20 us per yield."""
-    await asyncio.sleep(0)
+    between two stages (each a few ms), at ~20 us per yield; in the background it also waits
+    while a page is in flight (sources.yield_to_pages)."""
+    await yield_to_pages()
 
 
 def _apply_when_idle(queue: UserQueue, apply) -> None:
@@ -230,6 +231,7 @@ class ForYouEngine:
         queue.rerank.add_done_callback(self._tasks.discard)
 
     async def _rerank(self, queue: UserQueue) -> None:
+        in_background.set(True)  # this task's context only: its ranking steps aside for pages
         generation = queue.generation
         try:
             async with self._read_session() as session:
@@ -501,6 +503,7 @@ class ForYouEngine:
         queue.built_at = time.time()
 
     async def _background_refill(self, db, viewer: User, queue: UserQueue, region: str) -> None:
+        in_background.set(True)  # this task's context only: its ranking steps aside for pages
         try:
             # A top-up: what is still queued stays (it is the best of the last ranking) and is
             # left out of this one, so one ranking adds a whole queue of new items (was ~70 of
@@ -568,6 +571,14 @@ class ForYouEngine:
                 await asyncio.shield(queue.rerank)
             except Exception:  # noqa: BLE001 - logged by the task; refilled below
                 pass
+        # In flight from here (not while waiting for the re-rank above, which would then wait
+        # for this page): background work steps aside until it is served.
+        with page_in_flight():
+            return await self._serve_page(session, db, viewer, queue, limit=limit, position=position,
+                                          region_code=region_code)
+
+    async def _serve_page(self, session: AsyncSession, db, viewer: User, queue: UserQueue, *, limit: int,
+                          position: dict, region_code: str) -> dict:
         if queue.stale or not queue.items:
             await self.refill(session, db, viewer, queue, region_code)
         queue.serving += 1

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import gc
 import heapq
 import logging
@@ -66,6 +67,40 @@ class VideoMeta:
 
 CHUNK = 2000  # videos per step of a catalog build between two yields to the event loop
 
+# ---------------------------------------------------------------------------------------------
+# Pages first: background work (a catalog refresh, a re-rank, a top-up) shares the event loop
+# with the pages, and steps aside while a For You page is being served
+# ---------------------------------------------------------------------------------------------
+
+BACKGROUND_WAIT_S = 0.02  # at most this long per yield point, so background work always progresses
+in_background: contextvars.ContextVar[bool] = contextvars.ContextVar("clipfeed_feed_background", default=False)
+_pages_in_flight = 0
+
+
+@contextlib.contextmanager
+def page_in_flight():
+    """Marks a For You page being served (its ranking, if any, and its picking and writes)."""
+    global _pages_in_flight
+    _pages_in_flight += 1
+    try:
+        yield
+    finally:
+        _pages_in_flight -= 1
+
+
+async def yield_to_pages() -> None:
+    """A yield point of long work on the event loop. In background work (`in_background` set by
+    the task) it also waits while a page is in flight, up to BACKGROUND_WAIT_S: a bare yield
+    only puts the work behind what is ready now, so a page beside it still waited for one chunk
+    of it at every await of its own (its database answers), tens of ms over a page at 300k."""
+    await asyncio.sleep(0)
+    if not in_background.get() or not _pages_in_flight:
+        return
+    deadline = time.monotonic() + BACKGROUND_WAIT_S
+    while _pages_in_flight and time.monotonic() < deadline:
+        await asyncio.sleep(0.001)
+
+
 
 class Catalog:
     """An immutable snapshot; a refresh builds a new one and swaps it in."""
@@ -83,7 +118,7 @@ class Catalog:
         refresh (every `feed_catalog_refresh_s`)."""
         catalog = cls.__new__(cls)
         for _ in catalog._build(videos, fresh_hours, fresh_max_views, None, newest_first):
-            await asyncio.sleep(0)
+            await yield_to_pages()
         return catalog
 
     def _build(self, videos: dict[str, VideoMeta], fresh_hours: float, fresh_max_views: int,
@@ -147,6 +182,7 @@ async def load_catalog(session: AsyncSession, settings: Settings) -> Catalog:
         .order_by(Video.published_at.desc()).limit(limit))
     async for batch in result.partitions(CHUNK):
         rows += [tuple(r) for r in batch]
+        await yield_to_pages()
     tags: dict[str, list[str]] = defaultdict(list)
     if rows:
         oldest = rows[-1][5]
@@ -157,6 +193,7 @@ async def load_catalog(session: AsyncSession, settings: Settings) -> Catalog:
         async for batch in result.partitions(4 * CHUNK):
             for video_id, tag in batch:
                 tags[video_id].append(tag)
+            await yield_to_pages()
     videos: dict[str, VideoMeta] = {}
     for start in range(0, len(rows), CHUNK):
         for (vid, owner, visibility, sound, duration, published, views, likes, shares,
@@ -164,7 +201,7 @@ async def load_catalog(session: AsyncSession, settings: Settings) -> Catalog:
             videos[vid] = VideoMeta(vid, owner, visibility, tuple(tags.get(vid, ())), sound, int(duration or 0),
                                     published.timestamp(), int(views or 0), int(likes or 0), int(shares or 0),
                                     int(comments or 0))
-        await asyncio.sleep(0)
+        await yield_to_pages()
     return await Catalog.assemble(videos, fresh_hours=settings.feed_exploration_hours,
                                   fresh_max_views=settings.feed_exploration_max_views, newest_first=True)
 
@@ -199,6 +236,7 @@ class CatalogCache:
         # write lock that the application's BEGIN IMMEDIATE would take while it reads.
         from clipfeed.feed.trending import _read_engine
 
+        in_background.set(True)  # this task's own context: its build steps aside for pages
         engine = _read_engine(settings)
         try:
             with _full_collections_deferred(settings):

@@ -138,3 +138,34 @@ def test_full_collections_are_deferred_while_a_catalog_builds_and_restored_after
         assert gc.get_threshold()[2] >= 1_000_000
     assert gc.get_threshold() == before
 
+
+@pytest.mark.parametrize("background", [True, False])
+def test_background_work_steps_aside_while_a_page_is_in_flight(monkeypatch, background):
+    """A background ranking or catalog build waits at its yield points while a For You page is
+    being served (up to BACKGROUND_WAIT_S, lifted here so that only the order matters); the
+    page's own ranking (not background) never waits for itself."""
+    from clipfeed.feed import sources
+
+    monkeypatch.setattr(sources, "BACKGROUND_WAIT_S", 60.0)
+    log: list[str] = []
+
+    async def work():
+        sources.in_background.set(background)  # this task's context only
+        log.append("stage 1")
+        await sources.yield_to_pages()
+        log.append("stage 2")
+
+    async def serve_page():
+        with sources.page_in_flight():
+            task = asyncio.create_task(work())
+            for _ in range(50):  # the page's own awaits (its database answers), 50 loop turns
+                await asyncio.sleep(0)
+            log.append("page served")
+        await task
+
+    asyncio.run(serve_page())
+    if background:
+        assert log == ["stage 1", "page served", "stage 2"]
+    else:
+        assert log == ["stage 1", "stage 2", "page served"]
+    assert sources._pages_in_flight == 0
