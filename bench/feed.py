@@ -4,6 +4,7 @@ time and peak memory, ANN index size, on a generated platform.
     python bench/feed.py [--users N --videos N --interactions N] [--seed N]
                          [--postgres | --database-url URL] [--redis-url URL] [--pages N]
                          [--training-events N] [--training-timeout S] [--no-offline-training] [--no-serving]
+                         [--platform-dir DIR] [--catalog-refresh S]
 
 The issue's target is 1M videos / 100k users / 10M interactions (pass those sizes); the defaults
 are 100k / 10k / 1M, and the table's title says when the scale is below the target.
@@ -33,6 +34,13 @@ twice: 8 concurrent in-process clients (pages/s and CPU per page, background ref
 and a real `uvicorn --workers 2` over loopback HTTP, driven by bare keep-alive connections that
 cost ~0.1 ms of CPU per request (pages/s and the server processes' CPU per page;
 `--uvicorn-workers 0` skips it). `--profile FILE` writes a cProfile of the page loop.
+
+Tail latency: queue pages are also timed while another user's background re-rank runs (that
+user's view, or a follow, sent just before; the follows stay for the later phases), and for the
+queue pages over 25 ms the bench prints what held them up (bench/_loopwatch.py: other tasks' loop
+steps, GC pauses, SQLite calls, time on / waiting for a CPU). `--platform-dir DIR` saves the built
+SQLite platform (database and published models) or reuses the one saved there, for A/B runs;
+`--catalog-refresh S` sets the served app's catalog refresh period (600 s unless given).
 """
 
 from __future__ import annotations
@@ -41,10 +49,13 @@ import argparse
 import asyncio
 import multiprocessing
 import os
+import json
 import random
 import resource
+import shutil
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -52,6 +63,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._harness import print_table  # noqa: E402
+from bench._loopwatch import LoopWatch, sched_delta, sched_snapshot  # noqa: E402
 from bench.feed_data import FeedDataset as Dataset  # noqa: E402
 from bench.feed_data import load_postgres, load_sqlite  # noqa: E402
 from bench.social import PG_URL, percentile  # noqa: E402
@@ -192,17 +204,24 @@ async def measure(settings: Settings, data: Dataset, pages: int, profile: str | 
 
             await foryou.settle(settings)
 
-            cpu: dict[str, float] = {"for_you": 0.0, "first_page": 0.0, "trending": 0.0}
+            cpu: dict[str, float] = {"for_you": 0.0, "first_page": 0.0, "trending": 0.0, "busy": 0.0}
+            spans: list[tuple] = []
+            main_tid = threading.get_native_id()
 
             async def timed(path, headers, params, kind=None):
                 # process_time: CPU of the whole process (server, in-process client, aiosqlite
                 # threads) for a sequential request, far less sensitive to the shared machine's
                 # load than wall-clock time.
+                s0 = sched_snapshot() if kind in ("for_you", "busy") else None
                 c0, t0 = time.process_time(), time.perf_counter()
                 response = await client.get(path, params=params, headers=headers)
-                elapsed = (time.perf_counter() - t0) * 1000
+                t1 = time.perf_counter()
+                c1 = time.process_time()
+                elapsed = (t1 - t0) * 1000
                 if kind:
-                    cpu[kind] += (time.process_time() - c0) * 1000
+                    cpu[kind] += (c1 - c0) * 1000
+                if s0 is not None:
+                    spans.append((t0, t1, c1 - c0, kind, sched_delta(s0, sched_snapshot(), main_tid)))
                 assert response.status_code == 200, response.text
                 return elapsed, response.json()
 
@@ -215,6 +234,7 @@ async def measure(settings: Settings, data: Dataset, pages: int, profile: str | 
                 profiler.enable()
             total_started = time.perf_counter()
             served = 0
+            watch = LoopWatch().__enter__()
             for uid in sample:
                 headers = {"Authorization": f"Bearer {tokens[uid]}"}
                 cursor = None
@@ -229,9 +249,16 @@ async def measure(settings: Settings, data: Dataset, pages: int, profile: str | 
                     if not cursor:
                         break
             results["pages_per_s"] = served / (time.perf_counter() - total_started)
+            watch.__exit__(None, None, None)
+            # Who held the loop while a queue page was slower than the goal (the client's own
+            # task, `measure`, runs the page in process; any other task is background work).
+            results["stalls"] = watch.attribute([s for s in spans if s[3] == "for_you"], own="measure", over_ms=25)
+            results["stalls"]["all_gc"] = _gc_summary(watch.gcs)
+            results["stalls"]["steps_by_task"] = _steps_summary(watch.steps, watch.cpu_steps)
             if profiler is not None:
                 profiler.disable()
                 profiler.dump_stats(profile)
+            results["busy"] = await _pages_beside_reranks(client, data, sample, tokens, timed, spans, settings)
             for uid in sample:
                 headers = {"Authorization": f"Bearer {tokens[uid]}"}
                 cursor = None
@@ -251,7 +278,7 @@ async def measure(settings: Settings, data: Dataset, pages: int, profile: str | 
                 elapsed, body = await timed("/api/v1/feed/for-you", {"Authorization": f"Bearer {tokens[uid]}"},
                                             {"limit": 10}, "newcomer")
                 results["newcomer"].append(elapsed)
-            results["cpu_ms"] = {k: cpu[k] / max(1, len(results[k])) for k in cpu}
+            results["cpu_ms"] = {k: cpu[k] / max(1, len(results[k]["pages"] if k == "busy" else results[k])) for k in cpu}
 
             # Throughput: `concurrency` clients at once, each paging through its users' feeds
             # (the queues are warm; refills under the low-water mark run in the background, so
@@ -306,6 +333,87 @@ def _header(head: bytes, name: bytes) -> bytes | None:
         if key.strip().lower() == name:
             return value.strip()
     return None
+
+
+async def _pages_beside_reranks(client, data: Dataset, sample: list[str], tokens: dict, timed, spans: list,
+                                settings: Settings) -> dict:
+    """Queue pages served while another user's background re-rank runs on the same event loop:
+    user A's event (a view, re-scoring A's queue; every other time a follow, ranking A's queue
+    from every source) starts the re-rank, and user B's next page, from B's warm queue, is timed
+    while it runs. In use, other users' events arrive all the time; in the sequential page loop
+    above no background ranking ever overlaps a page. One pair at a time, settled in between."""
+    from clipfeed.feed import foryou
+
+    public = [v for v in (data.videos[i] for i in range(min(len(data.videos), 20_000)))
+              if v[2] == "ready" and v[4] == "public"]
+    watch = LoopWatch()
+    failed = 0
+    latencies = []
+    with watch:
+        for i, uid in enumerate(sample):
+            other = sample[(i + 1) % len(sample)]
+            video = public[(7 * i) % len(public)]
+            if i % 2:
+                response = await client.post(f"/api/v1/users/{video[1]}/follow",
+                                             headers={"Authorization": f"Bearer {tokens[uid]}"})
+            else:
+                response = await client.post(f"/api/v1/videos/{video[0]}/view", json={"watch_ms": 15_000, "completed": True},
+                                             headers={"Authorization": f"Bearer {tokens[uid]}"})
+            failed += response.status_code >= 400
+            elapsed, _body = await timed("/api/v1/feed/for-you", {"Authorization": f"Bearer {tokens[other]}"},
+                                         {"limit": 10}, "busy")
+            latencies.append(elapsed)
+            await foryou.settle(settings)
+    busy = [span for span in spans if span[3] == "busy"]
+    stalls = watch.attribute(busy, own="measure", over_ms=25)
+    stalls["all_gc"] = _gc_summary(watch.gcs)
+    stalls["steps_by_task"] = _steps_summary(watch.steps, watch.cpu_steps)
+    import gc
+    from collections import Counter
+
+    # What a full collection walks (frozen objects excluded): its size is the gen-2 pause.
+    tracked = gc.get_objects()
+    stalls["tracked"] = f"{len(tracked)} tracked objects, {gc.get_freeze_count()} frozen; most common: " + ", ".join(
+        f"{name} {n}" for name, n in Counter(type(o).__name__ for o in tracked).most_common(6))
+    del tracked
+    started = time.process_time()
+    gc.collect()
+    stalls["tracked"] += f"; a full collection now: {(time.process_time() - started) * 1000:.1f} CPU ms"
+    return {"pages": latencies, "failed_events": failed, "stalls": stalls}
+
+
+def _gc_summary(gcs: list[tuple[float, float, int]]) -> dict:
+    out: dict = {}
+    for _start, took, gen in gcs:
+        n, total, worst = out.get(gen, (0, 0.0, 0.0))
+        out[gen] = (n + 1, total + took * 1000, max(worst, took * 1000))
+    return {f"gen {g}": f"{n} x, {total:.0f} ms, max {worst:.1f} ms" for g, (n, total, worst) in sorted(out.items())}
+
+
+def _steps_summary(steps: list[tuple[float, float, str]], cpu_steps: list[tuple[str, float]]) -> dict:
+    out: dict = {}
+    for (_start, took, what), (_what, cpu) in zip(steps, cpu_steps):
+        n, worst, worst_cpu = out.get(what, (0, 0.0, 0.0))
+        out[what] = (n + 1, max(worst, took * 1000), max(worst_cpu, cpu * 1000))
+    return {what: f"{n} steps > 2 ms, max {worst:.1f} ms ({worst_cpu:.1f} CPU ms)"
+            for what, (n, worst, worst_cpu) in out.items()}
+
+
+def print_stalls(stalls: dict) -> None:
+    """What held the loop during the queue pages slower than 25 ms (bench/_loopwatch.py)."""
+    print(f"queue pages > 25 ms: {stalls['slow_pages']} of {stalls['pages']}; overlapping loop time by holder "
+          f"(ms): {', '.join(f'{k} {v:.0f}' for k, v in sorted(stalls['blame_ms'].items(), key=lambda kv: -kv[1]))}")
+    run, wait, other_run, other_wait = stalls["sched_ms"]
+    print(f"those pages' {stalls['wall_ms']:.0f} ms wall: loop thread on a CPU {run:.0f} ms, runnable but waiting for "
+          f"a CPU {wait:.0f} ms, blocked (I/O, other threads) {stalls['wall_ms'] - run - wait:.0f} ms; other "
+          f"threads on a CPU {other_run:.0f} ms, waiting for a CPU {other_wait:.0f} ms")
+    print(f"GC during the page loop: {stalls['all_gc']}" + (f"; {stalls['tracked']}" if "tracked" in stalls else ""))
+    print(f"loop steps > 2 ms during the page loop: {stalls['steps_by_task']}")
+    for page in stalls["slowest"][:12]:
+        print(f"  {page['kind']} {page['wall_ms']:.1f} ms wall, {page['cpu_ms']:.1f} ms CPU, own longest step "
+              f"{page['own_longest_step_ms']:.1f} ms, others {page['others_ms']}, gc {page['gc_ms']}, loop thread "
+              f"run/wait-for-CPU {page['sched'][0]:.1f}/{page['sched'][1]:.1f} ms, other threads "
+              f"{page['sched'][2]:.1f}/{page['sched'][3]:.1f} ms; slowest database calls {page['db']}")
 
 
 async def measure_uvicorn(values: dict, tokens: dict[str, str], *, workers: int, concurrency: int,
@@ -461,17 +569,25 @@ def main() -> None:
                         help="also measure pages/s against a real uvicorn with this many processes (0: skip)")
     parser.add_argument("--uvicorn-seconds", type=float, default=20.0)
     parser.add_argument("--concurrency", type=int, default=8, help="clients at once in the throughput phase")
+    parser.add_argument("--catalog-refresh", type=float, default=600.0, metavar="S",
+                        help="feed_catalog_refresh_s of the served app (the setting's default is 30 s; 600 keeps "
+                             "the catalog reload, seconds of work at 300k videos, out of most runs)")
+    parser.add_argument("--platform-dir", metavar="DIR",
+                        help="SQLite: save the built platform (database, published models) to DIR, or reuse the "
+                             "one saved there by an earlier run with the same sizes and seed (A/B runs)")
     parser.add_argument("--profile", metavar="FILE", help="write a cProfile of the For You page loop to FILE")
     parser.add_argument("--seconds", type=int, default=0, help="ignored (shared CLI flag)")
     args = parser.parse_args()
     scaled = (args.videos, args.users, args.interactions) != TARGET
     postgres_url = args.database_url or (PG_URL if args.postgres else None)
     args.postgres = bool(postgres_url)
+    if args.platform_dir and postgres_url:
+        parser.error("--platform-dir saves SQLite platforms only")
     build: dict = {}
 
     with tempfile.TemporaryDirectory() as tmp:
         values = dict(data_dir=Path(tmp) / "data", secret_key="bench", feed_catalog_size=args.videos,
-                      feed_catalog_refresh_s=600.0, likes_per_minute=100_000, shares_per_minute=100_000)
+                      feed_catalog_refresh_s=args.catalog_refresh, likes_per_minute=100_000, shares_per_minute=100_000)
         schema = namespace = None
         if postgres_url:
             schema = f"bench_{uuid.uuid4().hex[:8]}"
@@ -484,37 +600,55 @@ def main() -> None:
             values.update(feed_training_max_events=args.training_events)
         settings = Settings(**values)
         try:
-            upgrade(settings)
-            started = time.perf_counter()
-            data = Dataset(args.users, args.videos, args.interactions, seed=args.seed)
-            build["generate_s"] = time.perf_counter() - started
-            build["generate_load"] = os.getloadavg()[0]
-            started = time.perf_counter()
-            if postgres_url:
-                build["steps"] = asyncio.run(load_postgres(postgres_url.replace("+asyncpg", ""), data, schema,
-                                                           search_docs=args.search_docs))
+            saved = Path(args.platform_dir) if args.platform_dir else None
+            reuse = saved is not None and (saved / "platform.json").exists()
+            if reuse:
+                # A platform saved by an earlier run (same sizes and seed): A/B runs of the serving
+                # code start from identical databases and models, and skip the build and ALS.
+                meta = json.loads((saved / "platform.json").read_text())
+                if meta["args"] != [args.videos, args.users, args.interactions, args.seed]:
+                    raise SystemExit(f"{saved} holds another platform: {meta['args']}")
+                shutil.copytree(saved / "data", values["data_dir"])
+                build, collab, offline = meta["build"], meta["collab"], None
+                data = Dataset(args.users, args.videos, args.interactions, seed=args.seed)
             else:
-                build["steps"] = load_sqlite(settings.resolved_database_url.split(":///", 1)[1], data)
-            build["load_s"] = time.perf_counter() - started
-            build["load"] = os.getloadavg()[0]
-            build["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-            build["follows"] = len(data.follow_src)
-            print(f"generated in {build['generate_s']:.1f}s, loaded in {build['load_s']:.1f}s "
-                  f"({', '.join(f'{k} {v:.1f}s' for k, v in build['steps'].items())}), {build['follows']} follows, "
-                  f"peak RSS {build['rss_mb']:.0f} MB, load average {build['load']:.1f}", flush=True)
-            collab = train_collab(data)
-            print(f"collaborative model trained in {collab['train_s']:.1f}s (peak RSS {collab['peak_mb']:.0f} MB, "
-                  f"{collab['users']} users x {collab['items']} items, load average {collab['load']:.1f}); "
-                  f"faiss {collab['index_kind']} built in {collab['index_s']:.1f}s, "
-                  f"{collab['index_bytes'] / 2**20:.0f} MB", flush=True)
-            if args.offline_training:
-                offline = train_offline(settings, args.training_timeout)
-                print(f"offline training job: {offline}", flush=True)
-            else:
-                offline = None
-            if offline is None or "error" in offline:
-                asyncio.run(publish_collab(settings, collab["path"]))
-            Path(collab["path"]).unlink(missing_ok=True)
+                upgrade(settings)
+                started = time.perf_counter()
+                data = Dataset(args.users, args.videos, args.interactions, seed=args.seed)
+                build["generate_s"] = time.perf_counter() - started
+                build["generate_load"] = os.getloadavg()[0]
+                started = time.perf_counter()
+                if postgres_url:
+                    build["steps"] = asyncio.run(load_postgres(postgres_url.replace("+asyncpg", ""), data, schema,
+                                                               search_docs=args.search_docs))
+                else:
+                    build["steps"] = load_sqlite(settings.resolved_database_url.split(":///", 1)[1], data)
+                build["load_s"] = time.perf_counter() - started
+                build["load"] = os.getloadavg()[0]
+                build["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+                build["follows"] = len(data.follow_src)
+                print(f"generated in {build['generate_s']:.1f}s, loaded in {build['load_s']:.1f}s "
+                      f"({', '.join(f'{k} {v:.1f}s' for k, v in build['steps'].items())}), {build['follows']} follows, "
+                      f"peak RSS {build['rss_mb']:.0f} MB, load average {build['load']:.1f}", flush=True)
+                collab = train_collab(data)
+                print(f"collaborative model trained in {collab['train_s']:.1f}s (peak RSS {collab['peak_mb']:.0f} MB, "
+                      f"{collab['users']} users x {collab['items']} items, load average {collab['load']:.1f}); "
+                      f"faiss {collab['index_kind']} built in {collab['index_s']:.1f}s, "
+                      f"{collab['index_bytes'] / 2**20:.0f} MB", flush=True)
+                if args.offline_training:
+                    offline = train_offline(settings, args.training_timeout)
+                    print(f"offline training job: {offline}", flush=True)
+                else:
+                    offline = None
+                if offline is None or "error" in offline:
+                    asyncio.run(publish_collab(settings, collab["path"]))
+                Path(collab["path"]).unlink(missing_ok=True)
+                if saved is not None:
+                    # Saved before any page is served: the copy is the pristine platform.
+                    shutil.copytree(values["data_dir"], saved / "data")
+                    (saved / "platform.json").write_text(json.dumps(
+                        {"args": [args.videos, args.users, args.interactions, args.seed], "build": build,
+                         "collab": collab}))
             results = None
             if args.serving:
                 results = asyncio.run(measure(settings, data, args.pages, args.profile, args.concurrency))
@@ -542,6 +676,11 @@ def main() -> None:
     rows = [
         ["For You page (from the queue) p50 / p99", f"{percentile(pages, 50):.1f} / {p99:.1f} ms", "p99 <= 25 ms",
          "ok" if p99 <= 25 else "MISSED"],
+        ["For You page (from the queue) while another user's re-rank runs, p50 / p99",
+         (f"{percentile(results['busy']['pages'], 50):.1f} / {percentile(results['busy']['pages'], 99):.1f} ms"
+          if results.get("busy") else "n/a"), "p99 <= 25 ms",
+         (f"process CPU during the page {results['cpu_ms']['busy']:.1f} ms; {len(results['busy']['pages'])} pages, "
+          f"{results['busy']['failed_events']} events failed" if results.get("busy") else "")],
         ["For You first page (rank ~100) p50 / p99", f"{percentile(first, 50):.1f} / {percentile(first, 99):.1f} ms",
          "(reported)", ""],
         ["newcomer's first page (cold start) p50 / p99",
@@ -577,6 +716,12 @@ def main() -> None:
     if scaled:
         scale += " (SCALED DOWN from the 1M / 100k / 10M target)"
     print_table(f"bench/feed on {backend}: {scale}", ["measure", "result", "goal", ""], rows)
+    if results.get("stalls"):
+        print("\nSequential page loop:")
+        print_stalls(results["stalls"])
+    if results.get("busy"):
+        print("\nQueue pages while another user's re-rank runs:")
+        print_stalls(results["busy"]["stalls"])
 
 
 if __name__ == "__main__":

@@ -52,7 +52,8 @@ from clipfeed.feed.feature_store import FeatureStore, VideoCounters, deployment_
 from clipfeed.feed.impressions import ImpressionLog
 from clipfeed.feed.models import Impression, NotInterested
 from clipfeed.feed.reranking import LOOKAHEAD, Ranked, diversify, fits_creator_rules, visible_rows
-from clipfeed.feed.sources import Catalog, CatalogCache, SourceContext, build_sources, run_sources
+from clipfeed.feed.sources import (Catalog, CatalogCache, SourceContext, _keep_out_of_collections, build_sources,
+                                   in_background, page_in_flight, run_sources, yield_to_pages)
 from clipfeed.media import service as media
 from clipfeed.social.models import Block, Follow
 
@@ -172,6 +173,17 @@ class SeenImpressions:
                 self.newest = created_at
 
 
+async def _let_others_run() -> None:
+    """A yield point between the stages of a ranking (candidates merged, counters, collaborative
+    scores, features + ranker, ranked list, diversity). A ranking is 30-40 ms of CPU at 300k
+    videos with no await between its stages; run in the background (an event's re-rank, a
+    top-up) it held the event loop that whole time, so a page of another user whose database
+    answer arrived meanwhile waited behind it. Yielding lets such a page take its next step
+    between two stages (each a few ms), at ~20 us per yield; in the background it also waits
+    while a page is in flight (sources.yield_to_pages)."""
+    await yield_to_pages()
+
+
 def _apply_when_idle(queue: UserQueue, apply) -> None:
     """Apply a background ranking's result to the queue now, or, while a page of this user is
     picking from it (awaiting the database), right after that page: swapping the queue under a
@@ -193,6 +205,7 @@ class ForYouEngine:
         self._registry = None
         self._blob_store = blob_store
         self._model_failures: dict[str, tuple[float, str]] = {}
+        self._frozen_models: dict[str, object] = {}  # per kind: the model last moved out of GC's reach
         self._content: tuple[int, object] | None = None
         self._content_building = False
         # Anonymous viewers share one ranked list per region, rebuilt every ANON_TTL_S; the
@@ -240,6 +253,7 @@ class ForYouEngine:
         queue.rerank.add_done_callback(self._tasks.discard)
 
     async def _rerank(self, queue: UserQueue) -> None:
+        in_background.set(True)  # this task's context only: its ranking steps aside for pages
         generation = queue.generation
         try:
             async with self._read_session(self._db) as session:
@@ -303,7 +317,14 @@ class ForYouEngine:
             log.error("For You: %s model unavailable, serving the fallback feed: %s", kind, exc)
             raise
         self._model_failures.pop(kind, None)
-        return None if current is None else current[1]
+        if current is None:
+            return None
+        if self._frozen_models.get(kind) is not current[1]:
+            # A model loaded since the last freeze (the collaborative one: ids list and id -> row
+            # dict over every item, ~400k references at 300k videos): out of the collector's walk.
+            self._frozen_models[kind] = current[1]
+            _keep_out_of_collections(self.settings)
+        return current[1]
 
     def content_index(self, catalog: Catalog):
         """A ContentIndex over the catalog (built in a thread for big catalogs; None meanwhile)."""
@@ -321,6 +342,7 @@ class ForYouEngine:
                 try:
                     index = await asyncio.to_thread(_build_content, catalog, self.settings.feed_content_index_max)
                     self._content = (id(catalog), index)
+                    _keep_out_of_collections(self.settings)  # its id list and id -> row dict, as the catalog's
                 except Exception:  # noqa: BLE001
                     log.warning("content index build failed", exc_info=True)
                 finally:
@@ -432,6 +454,7 @@ class ForYouEngine:
                 merged.setdefault(candidate.video_id, {})[candidate.source] = candidate.score
         if not merged:
             return [], mode, dropped
+        await _let_others_run()
         ids = list(merged)
         metas = [catalog.videos[vid] for vid in ids]
         try:
@@ -451,6 +474,7 @@ class ForYouEngine:
                 impressions=live.impressions, views=max(meta.views, live.views), completions=live.completions,
                 likes=max(meta.likes, live.likes), shares=max(meta.shares, live.shares),
                 comments=max(meta.comments, live.comments), velocity=live.velocity_now(now)))
+        await _let_others_run()
         user_state = state or UserState(user_id=user_id or "")
         collab_scores = short_scores = None
         if collab is not None:
@@ -459,10 +483,12 @@ class ForYouEngine:
             short = collab.fold_in([v for v, _ in recent], [w for _, w in recent]) if recent else None
             short_scores = collab.scores(short, ids) if short is not None else None
             user_state.short_term_vector = short
+            await _let_others_run()
         X = build_features(user_state, videos, creators, collab_scores=collab_scores,
                            source_ids=[set(merged[vid]) for vid in ids], now=now, short_term_scores=short_scores)
         heads = (ranker or HeuristicRanker()).predict(X)
         scores = weighted_score(heads, settings.feed_score_weights)
+        await _let_others_run()
 
         head_names = list(heads)
         head_rows = np.column_stack([np.asarray(heads[h], np.float64) for h in head_names]).tolist()
@@ -478,6 +504,7 @@ class ForYouEngine:
         ranked = [Ranked(ids[i], metas[i].creator_id, score_list[i], metas[i].hashtags, tuple(sorted(merged[ids[i]])),
                          detail=(tuple(zip(head_names, head_rows[i])), tuple(merged[ids[i]].items())))
                   for i in keep]
+        await _let_others_run()
         ranked = _reserve_exploration(ranked, settings.feed_exploration_share, settings.feed_queue_size)
         return diversify(ranked, previous_creators=list(previous_creators), limit=settings.feed_queue_size), mode, dropped
 
@@ -507,6 +534,7 @@ class ForYouEngine:
         queue.built_at = time.time()
 
     async def _background_refill(self, db, viewer: User, queue: UserQueue, region: str) -> None:
+        in_background.set(True)  # this task's context only: its ranking steps aside for pages
         try:
             # A top-up: what is still queued stays (it is the best of the last ranking) and is
             # left out of this one, so one ranking adds a whole queue of new items (was ~70 of
@@ -575,6 +603,14 @@ class ForYouEngine:
                 await asyncio.shield(queue.rerank)
             except Exception:  # noqa: BLE001 - logged by the task; refilled below
                 pass
+        # In flight from here (not while waiting for the re-rank above, which would then wait
+        # for this page): background work steps aside until it is served.
+        with page_in_flight():
+            return await self._serve_page(session, db, viewer, queue, limit=limit, position=position,
+                                          region_code=region_code)
+
+    async def _serve_page(self, session: AsyncSession, db, viewer: User, queue: UserQueue, *, limit: int,
+                          position: dict, region_code: str) -> dict:
         if queue.stale or not queue.items:
             await self.refill(session, db, viewer, queue, region_code)
         queue.serving += 1
@@ -728,7 +764,9 @@ def _build_content(catalog: Catalog, limit: int):
     from clipfeed.feed.recsys.content import ContentIndex, video_text
 
     metas = sorted(catalog.videos.values(), key=lambda m: -m.published_at)[:limit]
-    return ContentIndex().build([m.video_id for m in metas], [video_text("", m.hashtags) for m in metas])
+    # prepare(): the ANN index too, here in the builder's thread (seconds at 50k videos), not
+    # lazily in the first ranking on the event loop.
+    return ContentIndex().build([m.video_id for m in metas], [video_text("", m.hashtags) for m in metas]).prepare()
 
 
 _engines: dict[str, ForYouEngine] = {}

@@ -17,7 +17,10 @@ the database when a page is served, so a catalog that is a few seconds stale can
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import gc
+import heapq
 import logging
 import random
 import threading
@@ -62,11 +65,66 @@ class VideoMeta:
     comments: int
 
 
+CHUNK = 2000  # videos per step of a catalog build between two yields to the event loop
+
+# ---------------------------------------------------------------------------------------------
+# Pages first: background work (a catalog refresh, a re-rank, a top-up) shares the event loop
+# with the pages, and steps aside while a For You page is being served
+# ---------------------------------------------------------------------------------------------
+
+BACKGROUND_WAIT_S = 0.02  # at most this long per yield point, so background work always progresses
+in_background: contextvars.ContextVar[bool] = contextvars.ContextVar("clipfeed_feed_background", default=False)
+_pages_in_flight = 0
+
+
+@contextlib.contextmanager
+def page_in_flight():
+    """Marks a For You page being served (its ranking, if any, and its picking and writes)."""
+    global _pages_in_flight
+    _pages_in_flight += 1
+    try:
+        yield
+    finally:
+        _pages_in_flight -= 1
+
+
+async def yield_to_pages() -> None:
+    """A yield point of long work on the event loop. In background work (`in_background` set by
+    the task) it also waits while a page is in flight, up to BACKGROUND_WAIT_S: a bare yield
+    only puts the work behind what is ready now, so a page beside it still waited for one chunk
+    of it at every await of its own (its database answers), tens of ms over a page at 300k."""
+    await asyncio.sleep(0)
+    if not in_background.get() or not _pages_in_flight:
+        return
+    deadline = time.monotonic() + BACKGROUND_WAIT_S
+    while _pages_in_flight and time.monotonic() < deadline:
+        await asyncio.sleep(0.001)
+
+
+
 class Catalog:
     """An immutable snapshot; a refresh builds a new one and swaps it in."""
 
     def __init__(self, videos: dict[str, VideoMeta], *, fresh_hours: float, fresh_max_views: int,
-                 loaded_at: float | None = None):
+                 loaded_at: float | None = None, newest_first: bool = False):
+        for _ in self._build(videos, fresh_hours, fresh_max_views, loaded_at, newest_first):
+            pass
+
+    @classmethod
+    async def assemble(cls, videos: dict[str, VideoMeta], *, fresh_hours: float, fresh_max_views: int,
+                       newest_first: bool = False) -> Catalog:
+        """The same snapshot built a chunk of videos per event-loop step: at 300k videos the
+        indexes take ~0.6 s of CPU, which in one step stalled every page for that long at each
+        refresh (every `feed_catalog_refresh_s`)."""
+        catalog = cls.__new__(cls)
+        for _ in catalog._build(videos, fresh_hours, fresh_max_views, None, newest_first):
+            await yield_to_pages()
+        return catalog
+
+    def _build(self, videos: dict[str, VideoMeta], fresh_hours: float, fresh_max_views: int,
+               loaded_at: float | None, newest_first: bool):
+        """Build the indexes, yielding after every CHUNK videos. `newest_first`: `videos` is
+        already ordered by publication time, newest first (as load_catalog reads it)."""
         self.videos = videos
         self.loaded_at = loaded_at or time.time()
         by_creator: dict[str, list[str]] = defaultdict(list)
@@ -74,53 +132,78 @@ class Catalog:
         by_sound: dict[str, list[str]] = defaultdict(list)
         fresh_after = self.loaded_at - fresh_hours * 3600
         fresh: list[str] = []
+        popular: list[tuple[int, VideoMeta]] = []
         # Newest first: the indexes keep the most recent ids of each key.
-        for meta in sorted(videos.values(), key=lambda m: -m.published_at):
-            if len(by_creator[meta.creator_id]) < PER_CREATOR:
-                by_creator[meta.creator_id].append(meta.video_id)
-            if meta.visibility != Visibility.PUBLIC:
-                continue
-            for tag in meta.hashtags:
-                if len(by_tag[tag]) < PER_TAG:
-                    by_tag[tag].append(meta.video_id)
-            if meta.sound_id and len(by_sound[meta.sound_id]) < PER_SOUND:
-                by_sound[meta.sound_id].append(meta.video_id)
-            if meta.published_at >= fresh_after and meta.views < fresh_max_views:
-                fresh.append(meta.video_id)
+        ordered = list(videos.values()) if newest_first else sorted(videos.values(), key=lambda m: -m.published_at)
+        for start in range(0, len(ordered), CHUNK):
+            chunk = ordered[start:start + CHUNK]
+            for meta in chunk:
+                if len(by_creator[meta.creator_id]) < PER_CREATOR:
+                    by_creator[meta.creator_id].append(meta.video_id)
+                if meta.visibility != Visibility.PUBLIC:
+                    continue
+                for tag in meta.hashtags:
+                    if len(by_tag[tag]) < PER_TAG:
+                        by_tag[tag].append(meta.video_id)
+                if meta.sound_id and len(by_sound[meta.sound_id]) < PER_SOUND:
+                    by_sound[meta.sound_id].append(meta.video_id)
+                if meta.published_at >= fresh_after and meta.views < fresh_max_views:
+                    fresh.append(meta.video_id)
+            # The 500 most popular public videos, kept across chunks (nlargest is stable, like
+            # the sort of the whole catalog it replaces: ties stay in catalog order).
+            popular = heapq.nlargest(500, popular + [(_popularity(m), m) for m in chunk
+                                                     if m.visibility == Visibility.PUBLIC], key=lambda pm: pm[0])
+            yield
         self.by_creator, self.by_tag, self.by_sound = dict(by_creator), dict(by_tag), dict(by_sound)
         self.fresh = fresh
-        popular = [m for m in videos.values() if m.visibility == Visibility.PUBLIC]
-        popular.sort(key=lambda m: -(m.views + 3 * m.likes + 5 * m.shares + 4 * m.comments))
-        self.popular = [m.video_id for m in popular[:500]]
+        self.popular = [m.video_id for _score, m in popular]
 
     def __len__(self) -> int:
         return len(self.videos)
 
 
+def _popularity(meta: VideoMeta) -> int:
+    return meta.views + 3 * meta.likes + 5 * meta.shares + 4 * meta.comments
+
+
 async def load_catalog(session: AsyncSession, settings: Settings) -> Catalog:
+    """Read the catalog and build its snapshot in steps of a few milliseconds each: rows are
+    streamed (each batch fetched by an await) and converted a batch at a time, and the indexes
+    are built by Catalog.assemble. Read and built in one go at 300k videos this held the event
+    loop for seconds (5.7 s measured at load 4) at each refresh."""
     limit = settings.feed_catalog_size
-    rows = (await session.execute(
+    rows: list = []
+    result = await session.stream(
         select(Video.id, Video.owner_id, Video.visibility, Video.sound_id, Video.duration_ms, Video.published_at,
                Video.view_count, Video.like_count, Video.share_count, Video.comment_count)
         .where(Video.status == VideoStatus.READY,
                Video.visibility.in_((Visibility.PUBLIC, Visibility.FOLLOWERS)),
                Video.published_at.is_not(None))
-        .order_by(Video.published_at.desc()).limit(limit))).all()
+        .order_by(Video.published_at.desc()).limit(limit))
+    async for batch in result.partitions(CHUNK):
+        rows += [tuple(r) for r in batch]
+        await yield_to_pages()
     tags: dict[str, list[str]] = defaultdict(list)
     if rows:
-        oldest = rows[-1].published_at
-        tag_rows = (await session.execute(
+        oldest = rows[-1][5]
+        result = await session.stream(
             select(VideoHashtag.video_id, Hashtag.tag).join(Hashtag, Hashtag.id == VideoHashtag.hashtag_id)
             .join(Video, Video.id == VideoHashtag.video_id)
-            .where(Video.status == VideoStatus.READY, Video.published_at >= oldest))).all()
-        for video_id, tag in tag_rows:
-            tags[video_id].append(tag)
-    videos = {r.id: VideoMeta(r.id, r.owner_id, r.visibility, tuple(tags.get(r.id, ())), r.sound_id,
-                              int(r.duration_ms or 0), r.published_at.timestamp(), int(r.view_count or 0),
-                              int(r.like_count or 0), int(r.share_count or 0), int(r.comment_count or 0))
-              for r in rows}
-    return Catalog(videos, fresh_hours=settings.feed_exploration_hours,
-                   fresh_max_views=settings.feed_exploration_max_views)
+            .where(Video.status == VideoStatus.READY, Video.published_at >= oldest))
+        async for batch in result.partitions(4 * CHUNK):
+            for video_id, tag in batch:
+                tags[video_id].append(tag)
+            await yield_to_pages()
+    videos: dict[str, VideoMeta] = {}
+    for start in range(0, len(rows), CHUNK):
+        for (vid, owner, visibility, sound, duration, published, views, likes, shares,
+             comments) in rows[start:start + CHUNK]:
+            videos[vid] = VideoMeta(vid, owner, visibility, tuple(tags.get(vid, ())), sound, int(duration or 0),
+                                    published.timestamp(), int(views or 0), int(likes or 0), int(shares or 0),
+                                    int(comments or 0))
+        await yield_to_pages()
+    return await Catalog.assemble(videos, fresh_hours=settings.feed_exploration_hours,
+                                  fresh_max_views=settings.feed_exploration_max_views, newest_first=True)
 
 
 class CatalogCache:
@@ -136,8 +219,9 @@ class CatalogCache:
         second transaction would wait for the caller's own write lock)."""
         catalog = self.catalog
         if catalog is None or settings.feed_catalog_refresh_s <= 0:
-            catalog = self.catalog = await load_catalog(session, settings)
-            _keep_out_of_collections(settings)
+            with _full_collections_deferred(settings):
+                catalog = self.catalog = await load_catalog(session, settings)
+                _keep_out_of_collections(settings)
             return catalog
         if time.time() - catalog.loaded_at > settings.feed_catalog_refresh_s:
             with self._lock:
@@ -152,11 +236,13 @@ class CatalogCache:
         # write lock that the application's BEGIN IMMEDIATE would take while it reads.
         from clipfeed.feed.trending import _read_engine
 
+        in_background.set(True)  # this task's own context: its build steps aside for pages
         engine = _read_engine(settings)
         try:
-            async with AsyncSession(engine) as session, session.begin():
-                self.catalog = await load_catalog(session, settings)
-            _keep_out_of_collections(settings)
+            with _full_collections_deferred(settings):
+                async with AsyncSession(engine) as session, session.begin():
+                    self.catalog = await load_catalog(session, settings)
+                _keep_out_of_collections(settings)
         except Exception:  # noqa: BLE001 - keep serving the previous snapshot
             log.warning("catalog refresh failed", exc_info=True)
         finally:
@@ -165,6 +251,38 @@ class CatalogCache:
 
     def invalidate(self) -> None:
         self.catalog = None
+
+
+_deferring = 0  # catalog builds in progress in this process (engines of several deployments)
+_gen2_threshold = 0
+
+
+@contextlib.contextmanager
+def _full_collections_deferred(settings: Settings):
+    """No full (generation 2) garbage collection while a catalog is being built, until it is
+    frozen. The new snapshot's objects (a few per video) are not frozen yet while the build runs,
+    and with the previous snapshot frozen, full collections come often (CPython runs one when the
+    objects promoted since the last one exceed 25 % of those it walked then): each walked every
+    new entry built so far, up to ~300 ms of event loop per collection at 300k videos, 13 of them
+    in one refresh. Young collections go on (garbage cycles from requests still die young); what
+    survives into the old generation meanwhile is walked by the next full collection, or frozen
+    with the snapshot as before. Only when snapshots are frozen (a refresh period is set)."""
+    global _deferring, _gen2_threshold
+    if settings.feed_catalog_refresh_s <= 0:
+        yield
+        return
+    if _deferring == 0:
+        thresholds = gc.get_threshold()
+        _gen2_threshold = thresholds[2]
+        gc.set_threshold(thresholds[0], thresholds[1], 1_000_000)
+    _deferring += 1
+    try:
+        yield
+    finally:
+        _deferring -= 1
+        if _deferring == 0:
+            thresholds = gc.get_threshold()
+            gc.set_threshold(thresholds[0], thresholds[1], _gen2_threshold)
 
 
 def _keep_out_of_collections(settings: Settings) -> None:

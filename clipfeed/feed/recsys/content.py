@@ -114,9 +114,16 @@ class ContentIndex:
         n = float(np.linalg.norm(vec))
         return vec / n if n > 0 else None
 
+    def prepare(self) -> ContentIndex:
+        """Build the ANN index now rather than on the first query. The feed builds its index in a
+        thread and calls this there: an HNSW build over 50k vectors takes seconds, which the
+        first `nearest` call would otherwise spend on the event loop, stalling every page."""
+        if self._ann is None and self.ids:
+            self._ann = _build_index(self.vectors, self.hnsw_threshold)
+        return self
+
     def nearest(self, vector: np.ndarray, k: int, exclude: Iterable[str] = ()) -> list[tuple[str, float]]:
         if vector is None or not self.ids or k <= 0:
             return []
-        if self._ann is None:
-            self._ann = _build_index(self.vectors, self.hnsw_threshold)
+        self.prepare()
         return _search(self._ann, vector, k, set(exclude), self.ids, self.vectors)
