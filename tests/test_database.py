@@ -27,65 +27,61 @@ def _other_process(settings) -> sqlite3.Connection:
     return sqlite3.connect(path, timeout=0, isolation_level=None)
 
 
-def test_a_read_transaction_leaves_the_write_lock_free_and_sees_its_snapshot(sqlite_settings):
-    other = _other_process(sqlite_settings)
+def _beside_another_process(settings, scenario) -> None:
+    """Run `await scenario(db, other)`: a Database and a plain connection to the same file."""
+    other = _other_process(settings)
 
     async def main():
-        db = Database(sqlite_settings)
+        db = Database(settings)
         try:
-            async with db.read() as session:
-                before = await session.scalar(text("SELECT count(*) FROM hashtags"))
-                # Another writer goes ahead while the read is open (no "database is locked")...
-                other.execute("BEGIN IMMEDIATE")
-                other.execute("INSERT INTO hashtags (tag, video_count, created_at) VALUES ('written-meanwhile', 0, '2026-01-01 00:00:00')")
-                other.execute("COMMIT")
-                # ...and the read keeps the snapshot it started with.
-                assert await session.scalar(text("SELECT count(*) FROM hashtags")) == before
-            async with db.read() as session:
-                assert await session.scalar(text("SELECT count(*) FROM hashtags")) == before + 1
+            await scenario(db, other)
         finally:
             await db.dispose()
 
-    asyncio.run(main())
-    other.close()
+    try:
+        asyncio.run(main())
+    finally:
+        other.close()
+
+
+def test_a_read_transaction_leaves_the_write_lock_free_and_sees_its_snapshot(sqlite_settings):
+    async def scenario(db, other):
+        async with db.read() as session:
+            before = await session.scalar(text("SELECT count(*) FROM hashtags"))
+            # Another writer goes ahead while the read is open (no "database is locked")...
+            other.execute("BEGIN IMMEDIATE")
+            other.execute("INSERT INTO hashtags (tag, video_count, created_at) VALUES ('written-meanwhile', 0, '2026-01-01 00:00:00')")
+            other.execute("COMMIT")
+            # ...and the read keeps the snapshot it started with.
+            assert await session.scalar(text("SELECT count(*) FROM hashtags")) == before
+        async with db.read() as session:
+            assert await session.scalar(text("SELECT count(*) FROM hashtags")) == before + 1
+
+    _beside_another_process(sqlite_settings, scenario)
 
 
 def test_a_write_transaction_holds_the_write_lock_from_its_first_statement(sqlite_settings):
-    other = _other_process(sqlite_settings)
+    async def scenario(db, other):
+        async with db.transaction() as session:
+            await session.scalar(text("SELECT count(*) FROM hashtags"))
+            with pytest.raises(sqlite3.OperationalError, match="locked"):
+                other.execute("BEGIN IMMEDIATE")
+        other.execute("BEGIN IMMEDIATE")  # free again once it committed
+        other.execute("ROLLBACK")
 
-    async def main():
-        db = Database(sqlite_settings)
-        try:
-            async with db.transaction() as session:
-                await session.scalar(text("SELECT count(*) FROM hashtags"))
-                with pytest.raises(sqlite3.OperationalError, match="locked"):
-                    other.execute("BEGIN IMMEDIATE")
-            other.execute("BEGIN IMMEDIATE")  # free again once it committed
-            other.execute("ROLLBACK")
-        finally:
-            await db.dispose()
-
-    asyncio.run(main())
-    other.close()
+    _beside_another_process(sqlite_settings, scenario)
 
 
 def test_a_write_transaction_that_starts_with_a_streamed_read_holds_the_write_lock(sqlite_settings):
-    other = _other_process(sqlite_settings)
+    async def scenario(db, other):
+        async with db.transaction() as session:
+            connection = await session.connection()
+            result = await connection.stream(text("SELECT tag FROM hashtags"))
+            await result.fetchall()
+            with pytest.raises(sqlite3.OperationalError, match="locked"):
+                other.execute("BEGIN IMMEDIATE")
 
-    async def main():
-        db = Database(sqlite_settings)
-        try:
-            async with db.transaction() as session:
-                connection = await session.connection()
-                result = await connection.stream(text("SELECT tag FROM hashtags"))
-                await result.fetchall()
-                with pytest.raises(sqlite3.OperationalError, match="locked"):
-                    other.execute("BEGIN IMMEDIATE")
-        finally:
-            await db.dispose()
-
-    asyncio.run(main())
-    other.close()
+    _beside_another_process(sqlite_settings, scenario)
 
 
 def test_a_request_that_finds_every_connection_busy_gets_503_busy_and_the_next_one_is_served(settings_factory):
