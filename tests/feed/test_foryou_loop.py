@@ -163,9 +163,12 @@ def test_background_work_steps_aside_while_a_page_is_in_flight(monkeypatch, back
             log.append("page served")
         await task
 
-    asyncio.run(serve_page())
+    async def main():
+        await serve_page()
+        assert sources.pages_in_flight() == 0
+
+    asyncio.run(main())
     if background:
         assert log == ["stage 1", "page served", "stage 2"]
     else:
         assert log == ["stage 1", "stage 2", "page served"]
-    assert sources._pages_in_flight == 0
