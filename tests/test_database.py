@@ -4,6 +4,7 @@ process and holds a single write lock."""
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 
 import pytest
@@ -44,7 +45,7 @@ def _beside_another_process(settings, scenario) -> None:
         other.close()
 
 
-def test_a_read_transaction_leaves_the_write_lock_free_and_sees_its_snapshot(sqlite_settings):
+def test_a_read_session_leaves_the_write_lock_free_and_reads_what_is_committed(sqlite_settings):
     async def scenario(db, other):
         async with db.read() as session:
             before = await session.scalar(text("SELECT count(*) FROM hashtags"))
@@ -52,10 +53,28 @@ def test_a_read_transaction_leaves_the_write_lock_free_and_sees_its_snapshot(sql
             other.execute("BEGIN IMMEDIATE")
             other.execute("INSERT INTO hashtags (tag, video_count, created_at) VALUES ('written-meanwhile', 0, '2026-01-01 00:00:00')")
             other.execute("COMMIT")
-            # ...and the read keeps the snapshot it started with.
-            assert await session.scalar(text("SELECT count(*) FROM hashtags")) == before
-        async with db.read() as session:
+            # ...and the next statement reads it (READ COMMITTED, as on PostgreSQL).
             assert await session.scalar(text("SELECT count(*) FROM hashtags")) == before + 1
+
+    _beside_another_process(sqlite_settings, scenario)
+
+
+def test_an_open_read_session_lets_the_wal_restart(sqlite_settings):
+    """A read session holds no WAL snapshot between its statements: under steady traffic some
+    read is always open, and a snapshot held by it kept SQLite from ever restarting the WAL."""
+    wal = sqlite_settings.resolved_database_url.split(":///", 1)[1] + "-wal"
+
+    async def scenario(db, other):
+        async with db.read() as session:
+            await session.scalar(text("SELECT count(*) FROM hashtags"))
+            for n in range(50):
+                other.execute("INSERT INTO hashtags (tag, video_count, created_at) VALUES (?, 0, '2026-01-01')",
+                              (f"wal-{n}",))
+            assert os.path.getsize(wal) > 0
+            busy, _frames, _done = other.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            assert busy == 0
+            assert os.path.getsize(wal) == 0
+            assert await session.scalar(text("SELECT count(*) FROM hashtags WHERE tag LIKE 'wal-%'")) == 50
 
     _beside_another_process(sqlite_settings, scenario)
 
@@ -139,12 +158,12 @@ def test_sqlite_statements_take_one_thread_hop_and_only_open_transactions_roll_b
             async with db.read() as session:
                 assert (await session.execute(text("SELECT 1, 'a' UNION ALL SELECT 2, 'b'"))).all() == [(1, "a"), (2, "b")]
                 assert await session.scalar(text("SELECT count(*) FROM hashtags WHERE tag LIKE 'hop%'")) == 0
-            # Two statements (BEGIN goes with the first), COMMIT; no rollback when the pool takes
-            # the connection back.
-            assert len(hops) == 3, hops
+            # Two statements, each its own transaction (a read sends no BEGIN): nothing to commit,
+            # and no rollback when the pool takes the connection back.
+            assert hops == ["_run_statement", "_run_statement"], hops
             async with db.read():
-                pass  # no statement: no transaction was started, none to end
-            assert len(hops) == 3, hops
+                pass  # no statement: nothing to end
+            assert len(hops) == 2, hops
             async with db.transaction() as session:
                 await session.execute(text(row), [{"tag": "hop1"}, {"tag": "hop2"}])  # executemany
                 returned = await session.scalar(text(row.replace(":tag", "'hop3'") + " RETURNING tag"))

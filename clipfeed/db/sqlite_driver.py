@@ -136,7 +136,14 @@ class OneHopConnection(AsyncAdapt_aiosqlite_connection):
     def commit(self) -> None:
         if _take_pending_begin(self._connection) is not None:
             return  # the transaction never started: nothing to commit
+        if not self._in_transaction():
+            return  # a read-only engine's statements commit themselves: no hop to pay
         super().commit()
+
+    def _in_transaction(self) -> bool:
+        # Read from the loop's thread: safe, the connection is idle between statements.
+        raw = self._connection._connection
+        return raw is not None and raw.in_transaction
 
     def cursor(self, server_side: bool = False):
         if server_side:
@@ -155,10 +162,8 @@ class OneHopConnection(AsyncAdapt_aiosqlite_connection):
     def rollback(self) -> None:
         # The pool "resets" every connection it gets back with a rollback, most of them already
         # committed: with no transaction open there is nothing to roll back (and no hop to pay).
-        # Reading the flag from the loop's thread is safe: the connection is idle here.
         _take_pending_begin(self._connection)
-        raw = self._connection._connection
-        if raw is not None and not raw.in_transaction:
+        if not self._in_transaction():
             return
         super().rollback()
 

@@ -21,7 +21,7 @@ Cursor = Annotated[str | None, Query(max_length=200)]
 Region = Annotated[str | None, Query(max_length=8)]
 
 
-# The feed GETs only read: on a read transaction (on SQLite a deferred BEGIN, no write lock held).
+# The feed GETs only read: on a read session (on SQLite no BEGIN: no write lock, no snapshot held).
 @router.get("/feed/following")
 async def feed_following(session: ReadSession, viewer: CurrentReader, settings: Settings, page: Pagination):
     videos, next_cursor = await following_feed(session, viewer, limit=page.limit, cursor=page.cursor)

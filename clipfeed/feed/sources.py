@@ -266,8 +266,8 @@ class CatalogCache:
         return catalog
 
     async def _refresh(self, settings: Settings, db) -> None:
-        # A read-only snapshot (on SQLite a deferred BEGIN): a big catalog must not hold the
-        # write lock that the application's BEGIN IMMEDIATE would take while it reads.
+        # A read-only engine (on SQLite no BEGIN): a big catalog must not hold the write lock
+        # that the application's BEGIN IMMEDIATE would take while it reads.
         from clipfeed.feed.trending import _read_engine
 
         in_background.set(True)  # this task's own context: its build steps aside for pages

@@ -73,8 +73,8 @@ log = logging.getLogger("clipfeed.feed.trending")
 # ---------------------------------------------------------------------------------------------
 
 def _read_engine(settings: Settings):
-    """An engine whose transactions only read: on SQLite a plain deferred BEGIN (a WAL snapshot
-    that takes no write lock) instead of the application's BEGIN IMMEDIATE."""
+    """An engine that only reads: on SQLite no BEGIN (each statement on the latest committed data,
+    no write lock taken) instead of the application's BEGIN IMMEDIATE."""
     return build_engine(settings, pooled=False, read_only=True)
 
 
