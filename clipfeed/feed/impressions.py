@@ -12,10 +12,14 @@ write ran; the others wait for its result.
 from __future__ import annotations
 
 import asyncio
+import json
 import weakref
 from dataclasses import dataclass, field
 
+from sqlalchemy import bindparam, text
 from sqlalchemy.ext.asyncio import AsyncSession
+
+from clipfeed.db.base import UTCDateTime
 
 
 
@@ -93,12 +97,6 @@ _statements: dict[str, object] = {}
 
 
 def _insert_statement(dialect: str, pairs: list[tuple[str, str]]):
-    import json
-
-    from sqlalchemy import bindparam, text
-
-    from clipfeed.db.base import UTCDateTime
-
     statement = _statements.get(dialect)
     if statement is None:
         statement = _statements[dialect] = text(_SQL[dialect]).bindparams(bindparam("now", type_=UTCDateTime()))
