@@ -161,13 +161,10 @@ async def publish_collab(settings: Settings, path: str) -> None:
     await ModelRegistry(build_store(settings)).publish("collab", model, {"ndcg@20": 0.1}, compare_on="ndcg@20")
 
 
-async def measure(settings: Settings, data: Dataset, pages: int, profile: str | None = None,
-                  concurrency: int = 8) -> dict:
-    import httpx
-
+async def issue_tokens(settings: Settings, data: Dataset, pages: int) -> tuple[list[str], list[str], dict[str, str]]:
+    """(sampled active users, newcomers, a bearer token for each): the users the phases page as."""
     from clipfeed.accounts import service as accounts
     from clipfeed.accounts.models import User
-    from clipfeed.app import create_app
     from clipfeed.db import Database
 
     rng = random.Random(5)
@@ -178,16 +175,27 @@ async def measure(settings: Settings, data: Dataset, pages: int, profile: str | 
     newcomers = [u[0] for u in data.users if u[0] not in with_events][:20]
     db = Database(settings)
     tokens = {}
-    async with db.transaction() as session:
-        for i in range(20 - len(newcomers)):  # signed up just now: no events, no follows
-            user = User(handle=f"newcomer_{i}", display_name="Newcomer", password_hash="!", region="US")
-            session.add(user)
-            await session.flush()
-            newcomers.append(user.id)
-        for uid in sample + newcomers:
-            tokens[uid] = await accounts.issue_token(session, settings, await session.get(User, uid))
-    await db.dispose()
+    try:
+        async with db.transaction() as session:
+            for i in range(20 - len(newcomers)):  # signed up just now: no events, no follows
+                user = User(handle=f"newcomer_{i}", display_name="Newcomer", password_hash="!", region="US")
+                session.add(user)
+                await session.flush()
+                newcomers.append(user.id)
+            for uid in sample + newcomers:
+                tokens[uid] = await accounts.issue_token(session, settings, await session.get(User, uid))
+    finally:
+        await db.dispose()
+    return sample, newcomers, tokens
 
+
+async def measure(settings: Settings, data: Dataset, pages: int, profile: str | None = None,
+                  concurrency: int = 8) -> dict:
+    import httpx
+
+    from clipfeed.app import create_app
+
+    sample, newcomers, tokens = await issue_tokens(settings, data, pages)
     app = create_app(settings, run_workers=False)
     results: dict = {"for_you": [], "first_page": [], "trending": [], "modes": {}, "reflect": []}
     async with app.router.lifespan_context(app):
@@ -451,38 +459,45 @@ async def measure_uvicorn(values: dict, tokens: dict[str, str], *, workers: int,
                     raise RuntimeError("uvicorn did not start")
                 await asyncio.sleep(0.2)
 
-            async def run(until: float, counter: list[int], worker: int) -> None:
+            async def run(connection, until: float, counter: list[int], worker: int) -> None:
                 # A bare keep-alive HTTP/1.1 connection (~0.1 ms of CPU per request): the load
                 # generator shares the 2 cores with the server, and httpx's ~1.5 ms per request
                 # was CPU the server could not have.
-                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                reader, writer = connection
                 i = worker
-                try:
-                    while time.monotonic() < until:
-                        uid = users[i % len(users)]
-                        i += concurrency
-                        writer.write(requests[uid])
-                        head = await reader.readuntil(b"\r\n\r\n")
-                        length = int(_header(head, b"content-length") or 0)
-                        body = await reader.readexactly(length)
-                        assert head.startswith(b"HTTP/1.1 200"), (head + body)[:500]
-                        counter[0] += 1
-                finally:
-                    writer.close()
+                while time.monotonic() < until:
+                    uid = users[i % len(users)]
+                    i += concurrency
+                    writer.write(requests[uid])
+                    head = await reader.readuntil(b"\r\n\r\n")
+                    length = int(_header(head, b"content-length") or 0)
+                    body = await reader.readexactly(length)
+                    assert head.startswith(b"HTTP/1.1 200"), (head + body)[:500]
+                    counter[0] += 1
 
             requests = {uid: (f"GET /api/v1/feed/for-you?limit=10 HTTP/1.1\r\nHost: bench\r\n"
                               f"Authorization: Bearer {tokens[uid]}\r\n\r\n").encode() for uid in users}
-            # Warm-up (every worker process loads its catalog and ranks its users' first queues).
-            warm = [0]
-            await asyncio.gather(*(run(time.monotonic() + seconds, warm, w) for w in range(concurrency)))
-            children = psutil.Process(server.pid).children(recursive=True)
-            cpu0 = sum(sum(c.cpu_times()[:2]) for c in children)
-            client0 = time.process_time()
-            served, t0 = [0], time.perf_counter()
-            await asyncio.gather(*(run(time.monotonic() + seconds, served, w) for w in range(concurrency)))
-            wall = time.perf_counter() - t0
-            cpu = sum(sum(c.cpu_times()[:2]) for c in children) - cpu0
-            client_cpu = time.process_time() - client0
+            # Each client keeps one connection for the warm-up and the timed part: a connection
+            # is served by one worker process, and a client's users (each always paged by the same
+            # client) keep theirs, as a phone's keep-alive connection does. New connections for
+            # the timed part landed at random: users that moved to the other process were ranked
+            # there from scratch (~50 CPU ms each), which made runs differ by up to 3x.
+            connections = [await asyncio.open_connection("127.0.0.1", port) for _ in range(concurrency)]
+            try:
+                # Warm-up (every worker process loads its catalog and ranks its users' first queues).
+                warm = [0]
+                await asyncio.gather(*(run(c, time.monotonic() + seconds, warm, w) for w, c in enumerate(connections)))
+                children = psutil.Process(server.pid).children(recursive=True)
+                cpu0 = sum(sum(c.cpu_times()[:2]) for c in children)
+                client0 = time.process_time()
+                served, t0 = [0], time.perf_counter()
+                await asyncio.gather(*(run(c, time.monotonic() + seconds, served, w) for w, c in enumerate(connections)))
+                wall = time.perf_counter() - t0
+                cpu = sum(sum(c.cpu_times()[:2]) for c in children) - cpu0
+                client_cpu = time.process_time() - client0
+            finally:
+                for _reader, writer in connections:
+                    writer.close()
         return {"pages": served[0], "pages_per_s": served[0] / wall, "server_cpu_ms_per_page": cpu * 1000 / max(1, served[0]),
                 "client_cpu_ms_per_page": client_cpu * 1000 / max(1, served[0]), "load": os.getloadavg()[0]}
     finally:
@@ -568,6 +583,8 @@ def main() -> None:
     parser.add_argument("--uvicorn-workers", type=int, default=2,
                         help="also measure pages/s against a real uvicorn with this many processes (0: skip)")
     parser.add_argument("--uvicorn-seconds", type=float, default=20.0)
+    parser.add_argument("--uvicorn-only", action="store_true",
+                        help="only the real-uvicorn phase (with --platform-dir: A/B runs of the served code)")
     parser.add_argument("--concurrency", type=int, default=8, help="clients at once in the throughput phase")
     parser.add_argument("--catalog-refresh", type=float, default=600.0, metavar="S",
                         help="feed_catalog_refresh_s of the served app (the setting's default is 30 s; 600 keeps "
@@ -650,6 +667,13 @@ def main() -> None:
                         {"args": [args.videos, args.users, args.interactions, args.seed], "build": build,
                          "collab": collab}))
             results = None
+            if args.uvicorn_only:
+                sample, _newcomers, tokens = asyncio.run(issue_tokens(settings, data, args.pages))
+                results = {"uvicorn": asyncio.run(measure_uvicorn(
+                    values, {uid: tokens[uid] for uid in sample}, workers=args.uvicorn_workers,
+                    concurrency=2 * args.concurrency, seconds=args.uvicorn_seconds))}
+                print(json.dumps(results["uvicorn"]), flush=True)
+                return
             if args.serving:
                 results = asyncio.run(measure(settings, data, args.pages, args.profile, args.concurrency))
                 results["concurrent_clients"] = args.concurrency
