@@ -161,13 +161,13 @@ async def publish_collab(settings: Settings, path: str) -> None:
     await ModelRegistry(build_store(settings)).publish("collab", model, {"ndcg@20": 0.1}, compare_on="ndcg@20")
 
 
-async def issue_tokens(settings: Settings, data: Dataset, pages: int) -> tuple[list[str], list[str], dict[str, str]]:
+async def issue_tokens(settings: Settings, data: Dataset, pages: int,
+                       rng: random.Random) -> tuple[list[str], list[str], dict[str, str]]:
     """(sampled active users, newcomers, a bearer token for each): the users the phases page as."""
     from clipfeed.accounts import service as accounts
     from clipfeed.accounts.models import User
     from clipfeed.db import Database
 
-    rng = random.Random(5)
     active = list({e[1] for e in data.events[-200_000:]})
     rng.shuffle(active)
     sample = active[:max(20, pages // 5)]
@@ -195,7 +195,8 @@ async def measure(settings: Settings, data: Dataset, pages: int, profile: str | 
 
     from clipfeed.app import create_app
 
-    sample, newcomers, tokens = await issue_tokens(settings, data, pages)
+    rng = random.Random(5)
+    sample, newcomers, tokens = await issue_tokens(settings, data, pages, rng)
     app = create_app(settings, run_workers=False)
     results: dict = {"for_you": [], "first_page": [], "trending": [], "modes": {}, "reflect": []}
     async with app.router.lifespan_context(app):
@@ -668,7 +669,7 @@ def main() -> None:
                          "collab": collab}))
             results = None
             if args.uvicorn_only:
-                sample, _newcomers, tokens = asyncio.run(issue_tokens(settings, data, args.pages))
+                sample, _newcomers, tokens = asyncio.run(issue_tokens(settings, data, args.pages, random.Random(5)))
                 results = {"uvicorn": asyncio.run(measure_uvicorn(
                     values, {uid: tokens[uid] for uid in sample}, workers=args.uvicorn_workers,
                     concurrency=2 * args.concurrency, seconds=args.uvicorn_seconds))}
