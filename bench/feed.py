@@ -483,27 +483,74 @@ async def measure_uvicorn(values: dict, tokens: dict[str, str], *, workers: int,
             # client) keep theirs, as a phone's keep-alive connection does. New connections for
             # the timed part landed at random: users that moved to the other process were ranked
             # there from scratch (~50 CPU ms each), which made runs differ by up to 3x.
-            connections = [await asyncio.open_connection("127.0.0.1", port) for _ in range(concurrency)]
+            connections = await _balanced_connections(server.pid, port, concurrency, workers)
             try:
                 # Warm-up (every worker process loads its catalog and ranks its users' first queues).
                 warm = [0]
                 await asyncio.gather(*(run(c, time.monotonic() + seconds, warm, w) for w, c in enumerate(connections)))
                 children = psutil.Process(server.pid).children(recursive=True)
-                cpu0 = sum(sum(c.cpu_times()[:2]) for c in children)
+                per_child0 = [sum(c.cpu_times()[:2]) for c in children]
                 client0 = time.process_time()
                 served, t0 = [0], time.perf_counter()
                 await asyncio.gather(*(run(c, time.monotonic() + seconds, served, w) for w, c in enumerate(connections)))
                 wall = time.perf_counter() - t0
-                cpu = sum(sum(c.cpu_times()[:2]) for c in children) - cpu0
+                # Per worker process: a connection stays with the process that accepted it, and
+                # an uneven split of the 16 leaves one process idle while the other is saturated.
+                per_child = [sum(c.cpu_times()[:2]) - before for c, before in zip(children, per_child0)]
+                cpu = sum(per_child)
                 client_cpu = time.process_time() - client0
             finally:
                 for _reader, writer in connections:
                     writer.close()
         return {"pages": served[0], "pages_per_s": served[0] / wall, "server_cpu_ms_per_page": cpu * 1000 / max(1, served[0]),
-                "client_cpu_ms_per_page": client_cpu * 1000 / max(1, served[0]), "load": os.getloadavg()[0]}
+                "client_cpu_ms_per_page": client_cpu * 1000 / max(1, served[0]), "load": os.getloadavg()[0],
+                "cores_per_process": sorted((round(c / wall, 2) for c in per_child), reverse=True)}
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+async def _balanced_connections(server_pid: int, port: int, count: int, workers: int) -> list:
+    """`count` keep-alive connections, as many to each worker process. The workers share one
+    listening socket and the first to wake accepts a burst of new connections: all 16 of one run
+    went to one worker, which ran at 1.1 cores while the other idled (135 pages/s). Connections
+    that land on a worker that has its share are closed and opened again."""
+    import psutil
+
+    def owner(local_port: int) -> int | None:
+        for child in psutil.Process(server_pid).children(recursive=True):
+            try:
+                sockets = child.net_connections(kind="tcp")
+            except psutil.Error:
+                continue
+            if any(c.raddr and c.raddr.port == local_port and c.laddr.port == port for c in sockets):
+                return child.pid
+        return None
+
+    share = -(-count // workers)
+    by_worker: dict[int, int] = {}
+    kept, surplus = [], []
+    for _attempt in range(50 * count):
+        if len(kept) == count:
+            break
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        local_port = writer.get_extra_info("sockname")[1]
+        pid = None
+        for _ in range(200):  # until the server has accepted it (setup, not a timed part)
+            pid = owner(local_port)
+            if pid is not None:
+                break
+            await asyncio.sleep(0.01)
+        if pid is not None and by_worker.get(pid, 0) < share:
+            by_worker[pid] = by_worker.get(pid, 0) + 1
+            kept.append((reader, writer))
+        else:
+            surplus.append(writer)  # held open meanwhile, so the next one goes elsewhere
+    for writer in surplus:
+        writer.close()
+    if len(kept) < count:
+        raise RuntimeError(f"could not spread {count} connections over {workers} workers: {by_worker}")
+    return kept
 
 
 async def _pg(url: str, sql: str) -> None:
@@ -727,6 +774,7 @@ def main() -> None:
             f"{results['uvicorn']['pages_per_s']:.0f} ({results['uvicorn']['server_cpu_ms_per_page']:.1f} server CPU ms/page)",
             ">= 300 on 2 cores",
             f"load {results['uvicorn']['load']:.1f}; client {results['uvicorn']['client_cpu_ms_per_page']:.2f} CPU ms/page; "
+            f"cores used per worker {' / '.join(map(str, results['uvicorn']['cores_per_process']))}; "
             f"server CPU capacity ~ {2000 / results['uvicorn']['server_cpu_ms_per_page']:.0f}/s "
             + ("ok" if results['uvicorn']['pages_per_s'] >= 300 else "MISSED")]] if "uvicorn" in results else []),
         ["event -> next page (re-ranked from it)", (f"median {percentile(reflect, 50) * 1000:.0f} ms, max "
