@@ -384,7 +384,10 @@ async def _pages_beside_reranks(client, data: Dataset, sample: list[str], tokens
     tracked = gc.get_objects()
     stalls["tracked"] = f"{len(tracked)} tracked objects, {gc.get_freeze_count()} frozen; most common: " + ", ".join(
         f"{name} {n}" for name, n in Counter(type(o).__name__ for o in tracked).most_common(6))
-    del tracked
+    sizes = sorted(((len(o), type(o).__name__) for o in tracked if isinstance(o, (dict, list, set, frozenset, tuple))),
+                   reverse=True)[:5]
+    stalls["tracked"] += "; largest containers: " + ", ".join(f"{name} of {n}" for n, name in sizes)
+    del tracked, sizes
     started = time.process_time()
     gc.collect()
     stalls["tracked"] += f"; a full collection now: {(time.process_time() - started) * 1000:.1f} CPU ms"
