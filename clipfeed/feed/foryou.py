@@ -135,6 +135,9 @@ def decode_cursor(settings: Settings, cursor: str, viewer_id: str | None) -> dic
 # Engine state per deployment
 # ---------------------------------------------------------------------------------------------
 
+_NO_COUNTERS = VideoCounters()  # a candidate with no event since the store started (most): read only
+
+
 @dataclass
 class SeenImpressions:
     """The user's impressions read so far (the newest SEEN_LOOKBACK, then everything newer), so a
@@ -469,7 +472,7 @@ class ForYouEngine:
 
         videos = []
         for meta in metas:
-            live = counters.get(meta.video_id) or VideoCounters()
+            live = counters.get(meta.video_id) or _NO_COUNTERS
             videos.append(VideoState(
                 video_id=meta.video_id, creator_id=meta.creator_id, hashtags=meta.hashtags, sound_id=meta.sound_id,
                 duration_s=(meta.duration_ms or 15_000) / 1000, age_s=max(0.0, now - meta.published_at),
