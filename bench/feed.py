@@ -387,7 +387,12 @@ async def _pages_beside_reranks(client, data: Dataset, sample: list[str], tokens
     sizes = sorted(((len(o), type(o).__name__) for o in tracked if isinstance(o, (dict, list, set, frozenset, tuple))),
                    reverse=True)[:5]
     stalls["tracked"] += "; largest containers: " + ", ".join(f"{name} of {n}" for n, name in sizes)
-    del tracked, sizes
+    walked = Counter()
+    for o in tracked:
+        walked[type(o).__name__] += len(gc.get_referents(o))
+    stalls["tracked"] += f"; references walked {sum(walked.values())}, most by: " + ", ".join(
+        f"{name} {n}" for name, n in walked.most_common(5))
+    del tracked, sizes, walked
     started = time.process_time()
     gc.collect()
     stalls["tracked"] += f"; a full collection now: {(time.process_time() - started) * 1000:.1f} CPU ms"

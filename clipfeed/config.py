@@ -83,6 +83,9 @@ class Settings(BaseSettings):
     # Ranked ids kept per user; refilled in the background when fewer than the low-water mark remain.
     feed_queue_size: int = 100
     feed_queue_low_water: int = 30
+    # A user's queue is dropped once they have sent no page for this long (their next page ranks
+    # afresh): queues are held per process, and each full garbage collection walks every item.
+    feed_queue_idle_s: float = 1800.0
     # Time budget of each candidate source (ms); one that overruns is dropped for that request.
     feed_source_budget_ms: dict[str, float] = Field(default_factory=lambda: {
         "following": 15.0, "collaborative": 15.0, "content": 15.0, "trending": 10.0,

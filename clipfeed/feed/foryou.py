@@ -174,6 +174,7 @@ class UserQueue:
     serving: int = 0  # pages of this user picking from the queue right now
     pending: list = field(default_factory=list)  # background results waiting for them to finish
     seen: SeenImpressions = field(default_factory=SeenImpressions)
+    used_at: float = 0.0  # time.monotonic() of the user's latest page
 
 
 
@@ -572,15 +573,30 @@ class ForYouEngine:
             return None
 
     def _queue(self, user_id: str) -> UserQueue:
+        now = time.monotonic()
         with self._lock:
             queue = self.queues.get(user_id)
             if queue is None:
                 queue = self.queues[user_id] = UserQueue(stale=True)
-                while len(self.queues) > MAX_QUEUES:
-                    self.queues.popitem(last=False)
             else:
                 self.queues.move_to_end(user_id)
+            queue.used_at = now
+            self._drop_idle_queues(now)
             return queue
+
+    def _drop_idle_queues(self, now: float) -> None:
+        """Drop, least recently paged first, the queues of users who sent no page for
+        feed_queue_idle_s, and any beyond MAX_QUEUES. Every queued item is an object each full
+        garbage collection walks (~170 ms per million, i.e. per ~10k users' queues): held for
+        every user a process ever served, the pauses would grow with the audience, not with
+        the users on the app now. A returning user's first page ranks afresh, as it should after
+        that long (new uploads, new trends)."""
+        idle = self.settings.feed_queue_idle_s
+        while self.queues:
+            oldest = next(iter(self.queues.values()))
+            if len(self.queues) <= MAX_QUEUES and now - oldest.used_at <= idle:
+                break
+            self.queues.popitem(last=False)
 
     # -- pages ----------------------------------------------------------------------------------
 

@@ -415,3 +415,30 @@ def test_an_event_rescores_a_full_queue_and_is_reflected_in_the_next_page(settin
             assert respects_creator_rules(served), served
     finally:
         server.stop()
+
+
+def test_the_queue_of_a_user_gone_idle_is_dropped_and_their_next_page_ranks_afresh(settings_factory):
+    import httpx
+
+    from clipfeed.feed import foryou
+    from clipfeed.feed.feature_store import deployment_key
+    from tests.conftest import LiveServer
+
+    settings = settings_factory(feed_catalog_refresh_s=0, feed_source_budget_ms=GENEROUS, feed_exploration_share=0.0,
+                                feed_queue_idle_s=0.0)  # gone idle as soon as another user pages
+    topical_platform(settings, per_topic=6)
+    first, second = f.make_user(settings, "first"), f.make_user(settings, "second")
+    server = LiveServer(settings).start()
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            shown = [item["id"] for item in page(client, first["headers"], limit=4)["items"]]
+            queues = foryou._engines[deployment_key(settings)].queues
+            assert list(queues) == [first["id"]]
+            page(client, second["headers"], limit=4)
+            assert list(queues) == [second["id"]]
+            # Back after the queue was dropped: ranked afresh, and what was shown stays seen.
+            again = [item["id"] for item in page(client, first["headers"], limit=4)["items"]]
+            assert again and not set(again) & set(shown)
+            assert list(queues) == [first["id"]]
+    finally:
+        server.stop()
