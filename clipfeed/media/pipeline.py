@@ -107,10 +107,7 @@ class Processor:
         self._last_progress = -1.0
 
     async def _load(self, session) -> Video:
-        video = await session.get(Video, self.video_id)
-        if video is None:
-            raise VideoGone(self.video_id)
-        return video
+        return await load_for_update(session, self.video_id)
 
     async def run(self) -> None:
         try:
@@ -263,6 +260,17 @@ class Processor:
                 video.published_at = utcnow()
                 await notify(session, video.owner_id, "video_ready", video_id=video.id)
                 await media.notify_caption_mentions(session, video)
+
+
+async def load_for_update(session, video_id: str) -> Video:
+    """The video, its row locked first (PostgreSQL; SQLite's BEGIN IMMEDIATE already serializes
+    writers), for a job transaction that writes it: every transaction that writes a video and the
+    rows around it (its search document, sound, notifications) takes the video's row before any
+    of them, as a delete does (media.service.delete_video), so they queue instead of deadlocking."""
+    video = await session.get(Video, video_id, with_for_update=True, populate_existing=True)
+    if video is None:
+        raise VideoGone(video_id)
+    return video
 
 
 async def _mark(db: Database, video_id: str, *, status: str, code: str, reason: str) -> None:

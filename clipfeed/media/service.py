@@ -221,6 +221,12 @@ async def notify_caption_mentions(session: AsyncSession, video: Video) -> None:
 
 async def delete_video(session: AsyncSession, store: BlobStore, video: Video) -> None:
     video_id = video.id
+    # The video's row before anything else, as the processing job's steps take it
+    # (pipeline.load_for_update). Unlinking the hashtags first rewrote the video's search document
+    # (a trigger) and then waited for the video's row held by a job step, whose update of the video
+    # rewrote the same document: "deadlock detected", a 500 (CI, a live replay deleted while its
+    # later rungs were being published). One order for both: the delete waits for the step.
+    await session.execute(select(Video.id).where(Video.id == video_id).with_for_update())
     await _forget_video(session, video)
     await session.delete(video)
     await session.flush()
