@@ -451,7 +451,11 @@ async def measure_uvicorn(values: dict, tokens: dict[str, str], *, workers: int,
            **{f"CLIPFEED_{key.upper()}": str(value) for key, value in values.items()}}
     server = subprocess.Popen([sys.executable, "-m", "uvicorn", "clipfeed.app:create_app", "--factory",
                                "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
-                               "--log-level", "warning", "--no-access-log"], env=env)
+                               "--log-level", "warning", "--no-access-log",
+                               # The connections are opened and spread before the first request: the
+                               # first ones idled past uvicorn's 5 s keep-alive while the others were
+                               # placed (1M videos: "IncompleteReadError" on the first request).
+                               "--timeout-keep-alive", "600"], env=env)
     base = f"http://127.0.0.1:{port}"
     users = list(tokens)
     try:
