@@ -51,7 +51,8 @@ from clipfeed.feed import trending
 from clipfeed.feed.feature_store import FeatureStore, VideoCounters, deployment_key, feature_store, load_user
 from clipfeed.feed.impressions import ImpressionLog
 from clipfeed.feed.models import Impression, NotInterested
-from clipfeed.feed.reranking import LOOKAHEAD, Ranked, diversify, fits_creator_rules, visible_rows
+from clipfeed.feed.reranking import (LOOKAHEAD, Ranked, diversify, fits_creator_rules, out_of_collections,
+                                     visible_rows)
 from clipfeed.feed.sources import (Catalog, CatalogCache, SourceContext, _keep_out_of_collections, build_sources,
                                    in_background, page_in_flight, run_sources, yield_to_pages)
 from clipfeed.media import service as media
@@ -507,9 +508,10 @@ class ForYouEngine:
         if settings.feed_exploration_share > 0:
             quota = math.ceil(settings.feed_exploration_share * settings.feed_queue_size)
             keep += [i for i in order[len(keep):] if "exploration" in merged[ids[i]]][:quota]
-        ranked = [Ranked(ids[i], metas[i].creator_id, score_list[i], metas[i].hashtags, tuple(sorted(merged[ids[i]])),
-                         detail=(tuple(zip(head_names, head_rows[i])), tuple(merged[ids[i]].items())))
-                  for i in keep]
+        ranked = out_of_collections([
+            Ranked(ids[i], metas[i].creator_id, score_list[i], metas[i].hashtags, tuple(sorted(merged[ids[i]])),
+                   detail=(tuple(zip(head_names, head_rows[i])), tuple(merged[ids[i]].items())))
+            for i in keep])
         await _let_others_run()
         ranked = _reserve_exploration(ranked, settings.feed_exploration_share, settings.feed_queue_size)
         return diversify(ranked, previous_creators=list(previous_creators), limit=settings.feed_queue_size), mode, dropped

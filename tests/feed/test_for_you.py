@@ -156,6 +156,21 @@ def test_videos_another_process_showed_are_left_out_when_the_queue_is_ranked_aga
     assert len(body["items"]) == 2 and not {item["id"] for item in body["items"]} & set(elsewhere + served)
 
 
+def test_queued_items_are_not_walked_by_the_garbage_collector(client, settings):
+    import gc
+
+    from clipfeed.feed import foryou
+
+    topical_platform(settings, creators_per_topic=3, per_topic=6)
+    viewer = f.make_user(settings)
+    served = [item["id"] for item in page(client, viewer["headers"], limit=3)["items"]]
+    for vid in served:  # personalized: the queue is ranked by the full pipeline
+        watch(client, viewer["headers"], vid, completed=True)
+    page(client, viewer["headers"], limit=1)
+    queue = foryou.engine_for(settings, None).queues[viewer["id"]]
+    assert queue.items and not any(gc.is_tracked(item) for item in queue.items)
+
+
 def test_hidden_blocked_and_unready_videos_never_appear(client, settings):
     viewer = f.make_user(settings)
     friend, stranger, blocker, blocked = (f.make_user(settings) for _ in range(4))

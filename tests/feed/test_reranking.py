@@ -32,3 +32,22 @@ def test_the_rules_hold_even_when_that_leaves_items_out():
     out = diversify(items)
     assert respects_creator_rules([i.creator_id for i in out])
     assert len(out) == 3  # A, B, A: a third A would be the third in ten
+
+
+def test_ranked_items_are_out_of_the_collectors_walk_and_still_freed():
+    import gc
+    import weakref
+
+    from clipfeed.feed.reranking import out_of_collections
+
+    class Creator(str):  # a str that can be watched by a weak reference
+        pass
+
+    creator = Creator("c1")
+    watch = weakref.ref(creator)
+    items = out_of_collections([Ranked(f"v{i}", creator, 1.0 - i / 10, ("tag",), ("trending",)) for i in range(5)])
+    assert items and not any(gc.is_tracked(item) for item in items)
+    # Still ordinary values: diversify reads them, and dropping them frees what they hold.
+    assert [r.video_id for r in diversify(items, limit=1)] == ["v0"]
+    del creator, items
+    assert watch() is None
