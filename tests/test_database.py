@@ -65,6 +65,7 @@ def test_an_open_read_session_lets_the_wal_restart(sqlite_settings):
     wal = sqlite_settings.resolved_database_url.split(":///", 1)[1] + "-wal"
 
     async def scenario(db, other):
+        db.checkpointer.stop()  # this test's own TRUNCATE checkpoint must not meet the thread's
         async with db.read() as session:
             await session.scalar(text("SELECT count(*) FROM hashtags"))
             for n in range(50):
@@ -77,6 +78,38 @@ def test_an_open_read_session_lets_the_wal_restart(sqlite_settings):
             assert await session.scalar(text("SELECT count(*) FROM hashtags WHERE tag LIKE 'wal-%'")) == 50
 
     _beside_another_process(sqlite_settings, scenario)
+
+
+def test_a_serving_database_checkpoints_the_wal_in_a_thread_not_in_the_requests_commits(sqlite_settings):
+    """SQLite's automatic checkpoint runs inside the commit that crosses 1000 WAL pages and
+    makes that request wait for megabytes of writes; a serving Database leaves the WAL to its
+    checkpointer thread (the commits' checkpoint stays only as a far-off backstop)."""
+    blob_pages, commits = 100, 15  # 1500 pages: past SQLite's default of 1000
+
+    async def write(db) -> None:
+        async with db.transaction() as session:
+            await session.execute(text("CREATE TABLE IF NOT EXISTS scratch (b BLOB)"))
+        for _ in range(commits):
+            async with db.transaction() as session:
+                await session.execute(text("INSERT INTO scratch VALUES (zeroblob(:n))"), {"n": blob_pages * 4096})
+
+    async def scenario(db, other):
+        db.checkpointer.stop()  # first: the commits alone
+        await write(db)
+        # Every frame the commits wrote is still in the WAL: none of them checkpointed it (a
+        # checkpoint at 1000 pages would have let the next commit restart the WAL from frame 0).
+        busy, frames, _done = other.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        assert busy == 0 and frames >= blob_pages * commits
+
+    _beside_another_process(sqlite_settings, scenario)
+
+    async def with_the_thread(db, other):
+        await write(db)
+        assert await asyncio.to_thread(db.checkpointer.wait_for_pass)
+        busy, frames, done = db.checkpointer.last
+        assert busy == 0 and frames > 0 and done == frames  # the thread moved all of it
+
+    _beside_another_process(sqlite_settings, with_the_thread)
 
 
 def test_a_write_transaction_holds_the_write_lock_from_its_first_statement(sqlite_settings):

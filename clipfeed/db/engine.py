@@ -2,16 +2,19 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 
 from sqlalchemy import event
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import NullPool
 
 from clipfeed.config import Settings
+from clipfeed.db.checkpoint import BACKSTOP_PAGES, WalCheckpointer
 from clipfeed.db.sqlite_driver import adopt, begin
 
 
-def _tune_sqlite(dbapi_connection, _record) -> None:
+def _tune_sqlite(dbapi_connection, _record, *, autocheckpoint_pages: int | None = None) -> None:
     adopt(dbapi_connection)  # one aiosqlite thread hop per statement (see sqlite_driver)
     # WAL lets readers proceed while a writer commits; busy_timeout makes writers queue
     # instead of failing with "database is locked" when the API and a worker write at once.
@@ -20,6 +23,8 @@ def _tune_sqlite(dbapi_connection, _record) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
+    if autocheckpoint_pages is not None:  # a WalCheckpointer thread checkpoints (see checkpoint.py)
+        cursor.execute(f"PRAGMA wal_autocheckpoint={int(autocheckpoint_pages)}")
     cursor.close()
     # Take over transaction control from pysqlite (see _begin_immediate).
     dbapi_connection.isolation_level = None
@@ -32,7 +37,18 @@ def _begin_immediate(connection) -> None:
     begin(connection, "BEGIN IMMEDIATE")
 
 
-def build_engine(settings: Settings, *, pooled: bool = True, read_only: bool = False) -> AsyncEngine:
+def sqlite_file(url: str) -> str | None:
+    """The file behind a SQLite URL; None for other databases and in-memory ones."""
+    if not url.startswith("sqlite"):
+        return None
+    database = make_url(url).database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return database
+
+
+def build_engine(settings: Settings, *, pooled: bool = True, read_only: bool = False,
+                 autocheckpoint_pages: int | None = None) -> AsyncEngine:
     url = settings.resolved_database_url
     kwargs: dict = {}
     if not pooled:
@@ -48,7 +64,7 @@ def build_engine(settings: Settings, *, pooled: bool = True, read_only: bool = F
         kwargs["connect_args"] = {"server_settings": {"search_path": settings.database_schema}}
     engine = create_async_engine(url, **kwargs)
     if url.startswith("sqlite"):
-        event.listen(engine.sync_engine, "connect", _tune_sqlite)
+        event.listen(engine.sync_engine, "connect", partial(_tune_sqlite, autocheckpoint_pages=autocheckpoint_pages))
         if not read_only:
             event.listen(engine.sync_engine, "begin", _begin_immediate)
         # A read-only engine sends no BEGIN at all: each statement is its own transaction on the
@@ -67,7 +83,12 @@ class Database:
 
     def __init__(self, settings: Settings, *, pooled: bool = True):
         self.settings = settings
-        self.engine = build_engine(settings, pooled=pooled)
+        # A serving process (pooled) on a SQLite file checkpoints the WAL in a thread, so no
+        # request's commit does it; a job run's short-lived engine keeps SQLite's default.
+        path = sqlite_file(settings.resolved_database_url) if pooled else None
+        self._checkpointer = WalCheckpointer(path) if path else None
+        self._autocheckpoint_pages = BACKSTOP_PAGES if path else None
+        self.engine = build_engine(settings, pooled=pooled, autocheckpoint_pages=self._autocheckpoint_pages)
         # Services reach the deployment's settings through session.info (e.g. to publish a
         # notification after commit) without every caller threading them through.
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False, info={"settings": settings})
@@ -100,14 +121,21 @@ class Database:
         build_engine). PostgreSQL needs no such care: it shares the engine."""
         if self._read_sessions is None:
             if self.settings.is_sqlite:
-                self._read_engine = build_engine(self.settings, pooled=self._pooled, read_only=True)
+                self._read_engine = build_engine(self.settings, pooled=self._pooled, read_only=True,
+                                                 autocheckpoint_pages=self._autocheckpoint_pages)
             self._read_sessions = async_sessionmaker(self._read_engine or self.engine, expire_on_commit=False,
                                                      info={"settings": self.settings})
         async with self._read_sessions() as session:
             async with session.begin():  # ends in a commit: a rollback would expire loaded rows
                 yield session
 
+    @property
+    def checkpointer(self) -> WalCheckpointer | None:
+        return self._checkpointer
+
     async def dispose(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
         await self.engine.dispose()
         if self._read_engine is not None:
             await self._read_engine.dispose()
