@@ -247,22 +247,45 @@ class CatalogCache:
         self.catalog: Catalog | None = None
         self._refreshing = False
         self._lock = threading.Lock()
+        # The first load in progress: resolves to its catalog, or None when it failed.
+        self._first_load: asyncio.Future | None = None
 
     async def get(self, settings: Settings, db, session: AsyncSession) -> Catalog:
         """The current snapshot; the first load reads on the caller's session (on SQLite a
         second transaction would wait for the caller's own write lock)."""
-        catalog = self.catalog
-        if catalog is None or settings.feed_catalog_refresh_s <= 0:
-            with _full_collections_deferred(settings):
-                catalog = self.catalog = await load_catalog(session, settings)
-                _keep_out_of_collections(settings)
-            return catalog
+        if settings.feed_catalog_refresh_s <= 0:  # a fresh catalog for every ranking (tests)
+            return await self._load(settings, session)
+        while (catalog := self.catalog) is None:
+            loading = self._first_load
+            if loading is None or loading.get_loop() is not asyncio.get_running_loop():
+                return await self._lead_first_load(settings, session)
+            # Another request is loading it: wait for that one. Each loading its own held one
+            # catalog per concurrent request at 1M videos (7 GB per worker, minutes of CPU).
+            # Shielded: a waiter that is cancelled must not cancel the load. A failed load
+            # resolves to None and the next waiter leads.
+            await asyncio.shield(loading)
         if time.time() - catalog.loaded_at > settings.feed_catalog_refresh_s:
             with self._lock:
                 start = not self._refreshing
                 self._refreshing = True
             if start:
                 asyncio.get_running_loop().create_task(self._refresh(settings, db))
+        return catalog
+
+    async def _lead_first_load(self, settings: Settings, session: AsyncSession) -> Catalog:
+        loading = self._first_load = asyncio.get_running_loop().create_future()
+        catalog = None
+        try:
+            catalog = await self._load(settings, session)
+            return catalog
+        finally:
+            self._first_load = None
+            loading.set_result(catalog)
+
+    async def _load(self, settings: Settings, session: AsyncSession) -> Catalog:
+        with _full_collections_deferred(settings):
+            catalog = self.catalog = await load_catalog(session, settings)
+            _keep_out_of_collections(settings)
         return catalog
 
     async def _refresh(self, settings: Settings, db) -> None:

@@ -77,6 +77,52 @@ def test_work_that_becomes_ready_during_a_background_reranking_runs_before_its_n
             assert log.index((task, f"ready during {name}")) < log.index((task, following)), log
 
 
+def test_requests_arriving_during_the_first_catalog_load_wait_for_it_instead_of_loading_again(settings_factory,
+                                                                                            monkeypatch):
+    """The first pages of a process all find no catalog. One loads it; the others wait for that
+    load (at 1M videos each loading its own held a catalog per request: 7 GB per worker). The
+    load is held open until every request has asked for the catalog, so they all overlap it."""
+    from clipfeed.app import create_app
+    from clipfeed.feed import sources
+
+    settings = settings_factory(feed_catalog_refresh_s=300, feed_source_budget_ms=GENEROUS,
+                                feed_exploration_share=0.0)
+    topical_platform(settings, per_topic=4)
+    viewers = [f.make_user(settings, f"viewer{i}") for i in range(4)]
+    loads, asking = [], set()
+    everyone_asked = None
+    real_load, real_get = sources.load_catalog, sources.CatalogCache.get
+
+    async def counted_load(session, settings):
+        loads.append(1)
+        await everyone_asked.wait()
+        return await real_load(session, settings)
+
+    async def noted_get(self, settings, db, session):
+        asking.add(asyncio.current_task())
+        if len(asking) >= len(viewers):
+            everyone_asked.set()
+        return await real_get(self, settings, db, session)
+
+    monkeypatch.setattr(sources, "load_catalog", counted_load)
+    monkeypatch.setattr(sources.CatalogCache, "get", noted_get)
+
+    async def scenario():
+        nonlocal everyone_asked
+        everyone_asked = asyncio.Event()
+        app = create_app(settings, run_workers=False)
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+                return await asyncio.gather(*(client.get("/api/v1/feed/for-you", params={"limit": 3},
+                                                         headers=viewer["headers"]) for viewer in viewers))
+
+    responses = asyncio.run(scenario())
+    assert [r.status_code for r in responses] == [200] * len(viewers), [r.text for r in responses]
+    assert all(len(r.json()["items"]) == 3 for r in responses)
+    assert len(loads) == 1
+
+
 def test_the_content_index_is_searchable_when_its_builder_thread_returns():
     """The ANN index over the catalog's text vectors is built by the builder (in a thread), not
     lazily by the first ranking that queries it (seconds at 50k videos, on the event loop)."""
