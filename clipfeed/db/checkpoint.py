@@ -58,8 +58,7 @@ class WalCheckpointer:
             while not self._stopping.is_set():
                 try:
                     if connection is None and os.path.exists(self.path):  # never create the file
-                        connection = sqlite3.connect(self.path, timeout=0, isolation_level=None,
-                                                     check_same_thread=False)
+                        connection = sqlite3.connect(self.path, timeout=0, isolation_level=None)
                     if connection is not None:
                         self.last = tuple(connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone())
                 except sqlite3.Error as exc:

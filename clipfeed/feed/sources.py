@@ -76,7 +76,8 @@ CHUNK = 2000  # videos per step of a catalog build between two yields to the eve
 # At most this long per yield point, so background work always progresses. It was 20 ms: under
 # steady load some page is always in flight, mostly waiting for its database answers, so every
 # yield point of a top-up waited the full 20 ms with the loop idle (uvicorn workers at 0.84 of a
-# core at 1M videos; 235 -> 254 pages/s at 2 ms, a page beside a re-rank p99 13.5 -> 17.4 ms).
+# core at 1M videos; back-to-back pairs 235 -> 254 and 176 -> 202 pages/s at 2 ms, a page beside
+# a re-rank p99 13.5 -> 17.4 ms: still within the 25 ms goal).
 BACKGROUND_WAIT_S = 0.002
 in_background: contextvars.ContextVar[bool] = contextvars.ContextVar("clipfeed_feed_background", default=False)
 
