@@ -176,6 +176,7 @@ class UserQueue:
     pending: list = field(default_factory=list)  # background results waiting for them to finish
     seen: SeenImpressions = field(default_factory=SeenImpressions)
     used_at: float = 0.0  # time.monotonic() of the user's latest page
+    memo: dict = field(default_factory=dict)  # the sources' scratch space (SourceContext.memo)
 
 
 
@@ -390,7 +391,8 @@ class ForYouEngine:
     async def rank(self, session: AsyncSession, db, viewer: User | None, *, region: str,
                    previous_creators: list[str] = (), queued: list[Ranked] | None = None,
                    also_exclude: frozenset[str] = frozenset(),
-                   seen: SeenImpressions | None = None) -> tuple[list[Ranked], str, dict[str, str]]:
+                   seen: SeenImpressions | None = None,
+                   memo: dict | None = None) -> tuple[list[Ranked], str, dict[str, str]]:
         """Build a fresh ranked list for the viewer: (items, mode, dropped sources).
 
         With `queued` (the user's queue, after one of their own events) the candidates are those
@@ -399,7 +401,8 @@ class ForYouEngine:
         re-scoring what is queued and adding what the new affinities bring reflects it at a
         fraction of a full refill's cost. A mode other than personalized ranks in full.
         `also_exclude`: ids not to propose (a top-up leaves out what is still queued). `seen`: the
-        queue's impressions read by earlier rankings (this one reads only the newer ones)."""
+        queue's impressions read by earlier rankings (this one reads only the newer ones). `memo`:
+        the queue's scratch space for the sources (e.g. the rows of its excluded ids in an index)."""
         from clipfeed.feed.recsys.features import build_features
         from clipfeed.feed.recsys.ranker import HeuristicRanker, weighted_score
         from clipfeed.feed.recsys.registry import ModelUnavailable
@@ -444,7 +447,8 @@ class ForYouEngine:
             sound_affinity=state.sound_affinity if state else {},
             recent=state.recent if state else [],
             trending=[] if rescore else await trending.ranked_items(session, settings, "video", region),
-            collab=collab, content=self.content_index(catalog) if mode == PERSONALIZED and not rescore else None)
+            collab=collab, content=self.content_index(catalog) if mode == PERSONALIZED and not rescore else None,
+            memo=memo if memo is not None else {})
         wanted = [self.sources[name] for name in (("affinity",) if rescore else MODES_BY_SOURCES[mode])]
         results, problems = await run_sources(wanted, ctx)
         dropped.update(problems)
@@ -524,7 +528,7 @@ class ForYouEngine:
         full = (queue.full_rank or queue.mode != PERSONALIZED or len(queued) < self.settings.feed_queue_low_water)
         items, mode, dropped = await self.rank(session, db, viewer, region=region,
                                                previous_creators=queue.served_creators,
-                                               queued=None if full else queued, seen=queue.seen)
+                                               queued=None if full else queued, seen=queue.seen, memo=queue.memo)
         return items, mode, dropped, full or mode != PERSONALIZED  # rank() re-scores personalized only
 
     async def refill(self, session: AsyncSession, db, viewer: User, queue: UserQueue, region: str,
@@ -554,7 +558,7 @@ class ForYouEngine:
                     session, db, viewer, region=region,
                     previous_creators=list(queue.served_creators) + [item.creator_id for item in queued],
                     also_exclude=frozenset(item.video_id for item in queued) | frozenset(queue.served_ids),
-                    seen=queue.seen)
+                    seen=queue.seen, memo=queue.memo)
 
             def apply() -> None:
                 if not queue.stale:  # an event in between wins: the next page refills anyway

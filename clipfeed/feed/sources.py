@@ -21,6 +21,7 @@ import contextlib
 import contextvars
 import gc
 import heapq
+import itertools
 import logging
 import random
 import threading
@@ -381,6 +382,9 @@ class SourceContext:
     collab: object | None = None               # CollaborativeModel
     content: object | None = None              # ContentIndex
     seed: int = 0
+    # The viewer's scratch space, kept with their queue from one ranking to the next (a source
+    # keys its own entries by its name).
+    memo: dict = field(default_factory=dict)
 
     def allowed(self, video_id: str) -> bool:
         """May this video be proposed to the viewer (from the catalog's facts)?"""
@@ -504,6 +508,15 @@ class ExplorationSource(_Base):
         return _take(ctx, ((vid, 1.0 / (1.0 + ctx.catalog.videos[vid].views)) for vid in picked), self.name)
 
 
+def _rows_memo(ctx: SourceContext, name: str, index) -> dict[str, int]:
+    """The viewer's id -> row memo for `index` (see collaborative.rows_of); a new model or
+    content index starts it over."""
+    held = ctx.memo.get(name)
+    if held is None or held[0]() is not index:
+        held = ctx.memo[name] = (weakref.ref(index), {})
+    return held[1]
+
+
 def _positive_recent(ctx: SourceContext, n: int = 50) -> tuple[list[str], list[float]]:
     ids, weights = [], []
     for video_id, weight, _at in ctx.recent[:n]:
@@ -523,15 +536,18 @@ class CollaborativeSource(_Base):
         model = ctx.collab
         if model is None:
             return []
-        exclude = set(ctx.exclude)
+        # The exclusion as index rows once, for both queries; the searches apply it (k results
+        # are k unseen ones), so each asks for k plus a margin for what `allowed` still drops.
+        excluded = model.rows(ctx.exclude, _rows_memo(ctx, self.name, model))
+        want = ctx.k + ctx.k // 4
         scored = []
         long_term = model.user_vector(ctx.user_id) if ctx.user_id else None
         if long_term is not None:
-            scored += model.nearest(long_term, ctx.k + len(exclude) // 4, exclude)
+            scored += model.nearest(long_term, want, excluded_rows=excluded)
         ids, weights = _positive_recent(ctx)
         short_term = model.fold_in(ids, weights) if ids else None
         if short_term is not None:
-            scored += [(vid, score) for vid, score in model.nearest(short_term, ctx.k, exclude | set(ids))]
+            scored += model.nearest(short_term, want, ids, excluded_rows=excluded)
         return _take(ctx, scored, self.name)
 
 
@@ -549,7 +565,8 @@ class ContentSource(_Base):
         vector = index.profile(ids, weights) if ids else None
         if vector is None:
             return []
-        return _take(ctx, index.nearest(vector, ctx.k, set(ctx.exclude) | set(ids)), self.name)
+        return _take(ctx, index.nearest(vector, ctx.k, itertools.chain(ctx.exclude, ids),
+                                        _rows_memo(ctx, self.name, index)), self.name)
 
 
 ALL_SOURCES = (FollowingSource, CollaborativeSource, ContentSource, TrendingSource, AffinitySource,

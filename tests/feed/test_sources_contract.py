@@ -77,6 +77,39 @@ def test_contract_on_a_populated_platform(source_cls, platform):
     assert all(np.isfinite(c.score) for c in result)
 
 
+@pytest.mark.parametrize("source_cls", ALL_SOURCES, ids=lambda cls: cls.name)
+def test_a_memo_kept_from_earlier_rankings_changes_no_answer(source_cls, platform):
+    """SourceContext.memo lives with the viewer's queue from one ranking to the next: with a memo
+    an earlier ranking filled, a source answers as it does afresh, also after the exclusions grew
+    and after its model was replaced by one whose rows mean other videos."""
+    catalog, extras = platform
+    source = source_cls.from_settings(Settings())
+    memo: dict = {}
+    first = asyncio.run(source.candidates(context(catalog, memo=memo, **extras)))
+    grown = {**extras, "exclude": extras["exclude"] | {c.video_id for c in first[:5]}}
+    again = asyncio.run(source.candidates(context(catalog, memo=memo, **grown)))
+    assert again == asyncio.run(source.candidates(context(catalog, **grown)))
+    assert not {c.video_id for c in again} & grown["exclude"]
+    collab = extras["collab"]
+    pairs = [(u, v) for u, v in zip(*_training_pairs(collab)) if v not in {"pub0", "pub2", "pub4"}]
+    retrained = CollaborativeModel(factors=8, iterations=5).fit([u for u, _ in pairs], [v for _, v in pairs],
+                                                                [1.0] * len(pairs))
+    assert retrained.item_ids != collab.item_ids
+    swapped = {**grown, "collab": retrained}
+    assert (asyncio.run(source.candidates(context(catalog, memo=memo, **swapped)))
+            == asyncio.run(source.candidates(context(catalog, **swapped))))
+
+
+def _training_pairs(collab: CollaborativeModel) -> tuple[list[str], list[str]]:
+    """Every (user, item) pair with a positive score in the model, a stand-in training log."""
+    users, items = [], []
+    for user in collab.user_ids:
+        for item, _score in collab.nearest(collab.user_vector(user), 8):
+            users.append(user)
+            items.append(item)
+    return users, items
+
+
 def test_followers_only_videos_come_from_followed_creators(platform):
     catalog, extras = platform
     from clipfeed.feed.sources import FollowingSource

@@ -15,7 +15,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from clipfeed.feed.recsys.collaborative import _build_index, _search
+from clipfeed.feed.recsys.collaborative import _build_index, _search, rows_of
 
 _WORD = re.compile(r"[#@]?\w+", re.UNICODE)
 
@@ -122,8 +122,10 @@ class ContentIndex:
             self._ann = _build_index(self.vectors, self.hnsw_threshold)
         return self
 
-    def nearest(self, vector: np.ndarray, k: int, exclude: Iterable[str] = ()) -> list[tuple[str, float]]:
+    def nearest(self, vector: np.ndarray, k: int, exclude: Iterable[str] = (),
+                memo: dict[str, int] | None = None) -> list[tuple[str, float]]:
+        """The k videos nearest `vector`, none of `exclude` (`memo`: see collaborative.rows_of)."""
         if vector is None or not self.ids or k <= 0:
             return []
         self.prepare()
-        return _search(self._ann, vector, k, set(exclude), self.ids, self.vectors)
+        return _search(self._ann, vector, k, rows_of(self.index_of, exclude, memo), self.ids, self.vectors)

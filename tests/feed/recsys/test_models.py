@@ -46,20 +46,47 @@ def test_collaborative_retrieves_the_users_taste(sim, collab):
 
 
 def test_a_long_exclusion_list_gets_the_same_neighbours_as_a_short_one(collab):
-    """Past EXACT_PARTITION_FROM wanted results the exact index is answered with numpy: the
-    same ranking as faiss's, excluded ids skipped."""
-    from clipfeed.feed.recsys import collaborative
-
+    """The exact index answers with numpy, the excluded rows masked: the same ranking as
+    faiss's own, excluded ids skipped, however many are excluded."""
     vec = collab.user_vector("u1")
     scores, rows = collab._index().search(vec.reshape(1, -1), len(collab.item_ids))  # faiss itself
     everything = [(collab.item_ids[row], score) for score, row in zip(scores[0].tolist(), rows[0].tolist())]
     assert len(everything) == len(collab.item_ids)
     excluded = {v for i, (v, _) in enumerate(everything) if i % 10}  # the best one included
-    assert len(excluded) + 10 > collaborative.EXACT_PARTITION_FROM
     expected = [(v, s) for v, s in everything if v not in excluded][:10]
     found = collab.nearest(vec, 10, exclude=excluded)
     assert [v for v, _ in found] == [v for v, _ in expected]
     assert np.allclose([s for _, s in found], [s for _, s in expected], atol=1e-4)
+    # More wanted than is left: everything that is left, nothing excluded.
+    assert {v for v, _ in collab.nearest(vec, 10_000, exclude=excluded)} == set(collab.item_ids) - excluded
+
+
+def test_hnsw_returns_k_unseen_items_when_the_seen_ones_crowd_the_users_neighbourhood():
+    """A heavy user has seen thousands of the items nearest their vector: the ANN search must
+    still return k items, none of them seen, from the best of the rest."""
+    from clipfeed.feed.recsys.collaborative import _build_index
+
+    rng = np.random.default_rng(3)
+    centres = rng.normal(size=(40, 16)).astype(np.float32)
+    vectors = (centres[rng.integers(0, 40, 20_000)] + 0.3 * rng.normal(size=(20_000, 16))).astype(np.float32)
+    model = CollaborativeModel(factors=16, hnsw_threshold=1_000)
+    model.item_ids = [f"v{i}" for i in range(len(vectors))]
+    model.item_index = {v: i for i, v in enumerate(model.item_ids)}
+    model.item_factors = vectors
+    model._ann = _build_index(vectors, model.hnsw_threshold)
+    assert type(model._ann).__name__ == "IndexHNSWFlat"
+    query = centres[0] + 0.1 * rng.normal(size=16).astype(np.float32)
+    exact = np.argsort(-(vectors @ query), kind="stable")
+    seen = {f"v{row}" for row in exact[:3_000]}  # every item nearer than the 3,000th
+    found = model.nearest(query, 100, exclude=seen)
+    assert len(found) == 100 and not seen & {v for v, _ in found}
+    assert [s for _, s in found] == sorted((s for _, s in found), reverse=True)
+    # Approximate, but from the top of what is left (asking for k plus every seen id and
+    # filtering afterwards came back with 8 items here).
+    rank_among_unseen = {f"v{row}": i for i, row in enumerate(exact[3_000:])}
+    assert max(rank_among_unseen[v] for v, _ in found) < 0.15 * len(rank_among_unseen)
+    # The same exclusion given as rows (what the collaborative source computes once per ranking).
+    assert model.nearest(query, 100, excluded_rows=model.rows(seen)) == found
 
 
 def test_fold_in_recovers_a_users_vector_from_their_items(sim, collab):
