@@ -708,6 +708,8 @@ def main() -> None:
                 if meta["args"] != [args.videos, args.users, args.interactions, args.seed]:
                     raise SystemExit(f"{saved} holds another platform: {meta['args']}")
                 shutil.copytree(saved / "data", values["data_dir"])
+                # Migrations newer than the saved platform (e.g. an index) apply to the copy.
+                upgrade(settings)
                 build, collab, offline = meta["build"], meta["collab"], None
                 data = Dataset(args.users, args.videos, args.interactions, seed=args.seed)
             else:

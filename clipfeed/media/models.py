@@ -38,6 +38,7 @@ class Video(Base):
         Index("ix_videos_status_heartbeat", "status", "heartbeat_at"),
         Index("ix_videos_sound_id", "sound_id"),
         Index("ix_videos_owner_published", "owner_id", "published_at", "id"),  # Following feed
+        Index("ix_videos_status_published", "status", "published_at"),  # newest first: catalog, trending fallback
     )
 
     id: Mapped[str] = mapped_column(String(16), primary_key=True, default=new_id)
