@@ -212,3 +212,62 @@ def test_sqlite_statements_take_one_thread_hop_and_only_open_transactions_roll_b
             await db.dispose()
 
     asyncio.run(main())
+
+
+def _add_videos(settings, count: int, start: int = 0) -> None:
+    """`count` ready public videos of one creator, written as another process would."""
+    other = _other_process(settings)
+    try:
+        other.execute("INSERT OR IGNORE INTO users (id, handle, display_name, password_hash, bio, role, created_at)"
+                      " VALUES ('creator', 'creator', 'Creator', 'x', '', 'user', '2026-01-01 00:00:00')")
+        other.executemany(
+            "INSERT INTO videos (id, owner_id, status, progress, caption, visibility, original_filename,"
+            " source_bytes, features, renditions, artifacts, attempts, created_at, updated_at, published_at)"
+            " VALUES (?, 'creator', 'ready', 100, '', 'public', 'clip.mp4', 1, '{}', '[]', '{}', 0,"
+            " '2026-01-01 00:00:00', '2026-01-01 00:00:00', '2026-01-01 00:00:00')",
+            [(f"v{i:06d}",) for i in range(start, start + count)])
+    finally:
+        other.close()
+
+
+def _page_lookup_plan(settings) -> str:
+    """SQLite's plan for the visibility query every For You page runs (20 ids, signed in)."""
+    from sqlalchemy.dialects import sqlite
+
+    from clipfeed.feed.reranking import _visible_statement
+
+    statement = _visible_statement(True).params(video_ids=[f"v{i:06d}" for i in range(20)], viewer_id="viewer")
+    sql = str(statement.compile(dialect=sqlite.dialect(), compile_kwargs={"literal_binds": True}))
+    other = _other_process(settings)
+    try:
+        return " | ".join(row[-1] for row in other.execute("EXPLAIN QUERY PLAN " + sql))
+    finally:
+        other.close()
+
+
+def test_a_serving_database_analyzes_tables_that_grew_without_statistics(sqlite_settings):
+    """Never analyzed, SQLite guesses every index selective: a page's 20 ids were found by
+    walking every ready video through the status index. The serving Database's thread takes
+    the statistics (once per doubling of a table), and the ids are looked up by key."""
+    from clipfeed.db.statistics import MIN_ROWS, stale_tables
+
+    _add_videos(sqlite_settings, MIN_ROWS + 100)
+    assert "USING INDEX ix_videos_status" in _page_lookup_plan(sqlite_settings)  # the guess
+
+    async def scenario(db, other):
+        assert await asyncio.to_thread(db.checkpointer.wait_for_pass)
+        assert "videos" in db.checkpointer.analyzed
+        assert stale_tables(other) == []  # taken once, not at every pass
+
+    _beside_another_process(sqlite_settings, scenario)
+    plan = _page_lookup_plan(sqlite_settings)
+    assert "videos USING INDEX sqlite_autoindex_videos_1 (id=?)" in plan and "ix_videos_status" not in plan
+
+    other = _other_process(sqlite_settings)
+    try:
+        _add_videos(sqlite_settings, MIN_ROWS, start=MIN_ROWS + 100)  # not yet twice the size
+        assert "videos" not in stale_tables(other)
+        _add_videos(sqlite_settings, 200, start=2 * MIN_ROWS + 100)
+        assert "videos" in stale_tables(other)
+    finally:
+        other.close()
