@@ -3,8 +3,8 @@
 SQLite chooses indexes from ``sqlite_stat1``, which only ``ANALYZE`` writes. Without it every
 index on a column is guessed to be selective: a database that grew from the demo content without
 ever being analyzed answered a For You page's ``id IN (...) AND status = 'ready'`` by walking
-every ready video through the status index instead of looking the 20 ids up (seen at 1M videos:
-2 s per page; 25 ms at 50k). A table is analyzed again when it has no statistics yet and holds
+every ready video through the status index instead of looking the 20 ids up (measured: 2 s per
+page at 1M videos; 8 ms at 50k, 0.09 ms once analyzed). A table is analyzed again when it has no statistics yet and holds
 ``MIN_ROWS``, or has grown ``GROWTH`` times past the row count its statistics were taken at.
 ``PRAGMA analysis_limit`` bounds the work to ~``ANALYSIS_LIMIT`` entries per index (0.3 s for the
 videos and two 10M-row event tables), at the price of estimates that are coarse but of the right
