@@ -41,6 +41,10 @@ queue pages over 25 ms the bench prints what held them up (bench/_loopwatch.py: 
 steps, GC pauses, SQLite calls, time on / waiting for a CPU). `--platform-dir DIR` saves the built
 SQLite platform (database and published models) or reuses the one saved there, for A/B runs;
 `--catalog-refresh S` sets the served app's catalog refresh period (600 s unless given).
+
+Trending: before serving, the trending job runs once (timed: the periodic job has 5 minutes), so
+pages are served from computed trending lists as in a running deployment; `--no-trending` serves
+from the fallback list (the newest public videos) a deployment uses before the job first runs.
 """
 
 from __future__ import annotations
@@ -433,6 +437,16 @@ def print_stalls(stalls: dict) -> None:
               f"{page['sched'][2]:.1f}/{page['sched'][3]:.1f} ms; slowest database calls {page['db']}")
 
 
+def run_trending_job(settings: Settings) -> dict:
+    """The periodic trending job, once: its time, CPU and what it wrote."""
+    from clipfeed.feed import trending
+
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = trending.recompute(settings)
+    return {"s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu, "entries": result.entries,
+            "regions": result.regions, "load": os.getloadavg()[0]}
+
+
 async def measure_uvicorn(values: dict, tokens: dict[str, str], *, workers: int, concurrency: int,
                           seconds: float) -> dict:
     """pages/s against a real uvicorn with `workers` processes over loopback HTTP, and the CPU
@@ -624,6 +638,13 @@ def build_rows(build: dict, collab: dict, offline: dict | None) -> list[list[str
         [f"ANN index (faiss {collab['index_kind']}) build / size",
          f"{collab['index_s']:.1f} s / {collab['index_bytes'] / 2**20:.0f} MB", "(reported)", ""],
     ]
+    if build.get("trending"):
+        job = build["trending"]
+        rows.append(["trending job (periodic, every 5 min), once before serving",
+                     f"{job['s']:.1f} s ({job['cpu_s']:.1f} CPU s)", "(reported)",
+                     f"{sum(job['entries'].values())} entries, {job['regions']} regions; load avg {job['load']:.1f}"])
+    else:
+        rows.append(["trending job", "not run (--no-trending): pages used the fallback list", "", ""])
     if offline and "error" in offline:
         rows.append(["training job (ALS + LightGBM ranker, holdout-scored)",
                      f"failed after {offline['seconds']:.1f} s: {offline['error'][:60]}", "(reported)",
@@ -668,6 +689,8 @@ def main() -> None:
     parser.add_argument("--uvicorn-only", action="store_true",
                         help="only the real-uvicorn phase (with --platform-dir: A/B runs of the served code)")
     parser.add_argument("--concurrency", type=int, default=8, help="clients at once in the throughput phase")
+    parser.add_argument("--trending", action=argparse.BooleanOptionalAction, default=True,
+                        help="run the trending job once before serving (timed)")
     parser.add_argument("--catalog-refresh", type=float, default=600.0, metavar="S",
                         help="feed_catalog_refresh_s of the served app (the setting's default is 30 s; 600 keeps "
                              "the catalog reload, seconds of work at 300k videos, out of most runs)")
@@ -751,6 +774,9 @@ def main() -> None:
                         {"args": [args.videos, args.users, args.interactions, args.seed], "build": build,
                          "collab": collab}))
             results = None
+            if args.trending:
+                build["trending"] = run_trending_job(settings)
+                print(f"trending job: {build['trending']}", flush=True)
             if args.uvicorn_only:
                 sample, _newcomers, tokens = asyncio.run(issue_tokens(settings, data, args.pages, random.Random(5)))
                 results = {"uvicorn": asyncio.run(measure_uvicorn(
