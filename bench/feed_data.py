@@ -149,6 +149,10 @@ class FeedDataset:
         views = (rng.pareto(1.2, n) + 1.0) * 50
         self.video_views = views.astype(np.int64)
         self.video_likes = (self.video_views * rng.uniform(0.02, 0.12, n)).astype(np.int64)
+        # Completed views: 25-55 %, higher where the like rate is (no draw of its own, so the rest
+        # of the platform is the one earlier runs generated from the same seed).
+        like_rate = self.video_likes / np.maximum(self.video_views, 1)
+        self.video_completions = (self.video_views * (0.25 + 2.5 * like_rate)).astype(np.int64)
         # Sounds: an original for 10 % of videos (in upload order), then 30 % of videos reuse one.
         original = np.flatnonzero(rng.random(n) < 0.10)
         self.sound_video = original.astype(np.int32)
@@ -278,7 +282,7 @@ class FeedDataset:
     def video_chunks(self, sep: str = " ") -> Iterator[tuple[list[tuple], list[tuple]]]:
         """(video rows, (video id, hashtag id) rows) per chunk. A video row: id, owner, status,
         caption, visibility, sound id, artifacts JSON, published (text), views, likes, comments,
-        shares."""
+        shares, completions."""
         for start in range(0, self.n_videos, CHUNK):
             end = min(self.n_videos, start + CHUNK)
             captions, links = self._captions(start, end)
@@ -289,13 +293,14 @@ class FeedDataset:
             sound_ids = [self.sound_ids[s] if s >= 0 else None for s in sound.tolist()]
             original = self.video_original_sound[start:end].tolist()
             likes = self.video_likes[start:end]
+            completions = self.video_completions[start:end]
             rows = [(vid, owner, "ready" if ready else "processing", caption, VISIBILITIES[vis], sid,
                      f'{{"sound_id": "{self.sound_ids[o]}"}}' if o >= 0 else "{}", stamp, views, lk,
-                     int(lk * 0.1), int(lk * 0.05))
-                    for vid, owner, ready, caption, vis, sid, o, stamp, views, lk in zip(
+                     int(lk * 0.1), int(lk * 0.05), done)
+                    for vid, owner, ready, caption, vis, sid, o, stamp, views, lk, done in zip(
                         ids, owners, self.video_ready[start:end].tolist(), captions,
                         self.video_visibility[start:end].tolist(), sound_ids, original, stamps,
-                        self.video_views[start:end].tolist(), likes.tolist())]
+                        self.video_views[start:end].tolist(), likes.tolist(), completions.tolist())]
             yield rows, [(ids[v - start], t) for v, t in links]
 
     def event_chunks(self, sep: str = " ") -> Iterator[list[tuple]]:
@@ -366,7 +371,7 @@ class _Rows(Sequence):
 
 VIDEO_COLUMNS = ("id, owner_id, status, progress, caption, visibility, sound_id, original_filename, source_bytes,"
                  " features, renditions, artifacts, attempts, created_at, updated_at, published_at, view_count,"
-                 " like_count, comment_count, share_count, comments_enabled, duration_ms, width, height")
+                 " like_count, comment_count, share_count, comments_enabled, duration_ms, width, height, completion_count")
 HASHTAG_COUNTS = ("UPDATE hashtags SET video_count = (SELECT count(*) FROM video_hashtags vh"
                   " WHERE vh.hashtag_id = hashtags.id)")
 EVENT_COLUMNS = ["kind", "user_id", "video_id", "creator_id", "watch_ms", "completed", "replay", "region",
@@ -411,7 +416,7 @@ def load_sqlite(path: str, data: FeedDataset) -> dict[str, float]:
             con.executemany("INSERT INTO video_hashtags (video_id, hashtag_id) VALUES (?, ?)", links)
             con.executemany(
                 f"INSERT INTO videos ({VIDEO_COLUMNS}) VALUES (?, ?, ?, 100, ?, ?, ?, '', 0, '{{}}', '[]', ?, 0,"
-                f" ?8, ?8, CASE WHEN ?3 = 'ready' THEN ?8 END, ?, ?, ?, ?, 1, 15000, 720, 1280)", rows)
+                f" ?8, ?8, CASE WHEN ?3 = 'ready' THEN ?8 END, ?, ?, ?, ?, 1, 15000, 720, 1280, ?)", rows)
         t = _log(timings, "videos (+ search triggers)", t)
         for rows in data.follow_chunks():
             con.executemany("INSERT INTO follows (follower_id, followee_id, created_at) VALUES (?, ?, ?)", rows)
@@ -490,7 +495,7 @@ async def load_postgres(dsn: str, data: FeedDataset, schema: str | None = None, 
                 await copy("videos", [c.strip() for c in VIDEO_COLUMNS.split(",")],
                            [(v[0], v[1], v[2], 100.0, v[3], v[4], v[5], "", 0, "{}", "[]", v[6], 0, v[7] + "+00",
                              v[7] + "+00", v[7] + "+00" if v[2] == "ready" else None, v[8], v[9], v[10], v[11],
-                             True, 15000, 720, 1280) for v in rows], not_null=["original_filename"])
+                             True, 15000, 720, 1280, v[12]) for v in rows], not_null=["original_filename"])
                 await copy("video_hashtags", ["video_id", "hashtag_id"], links)
             # Sounds point at their source videos once those exist (foreign key).
             await con.execute("CREATE TEMP TABLE bench_sound_src (id varchar(16), video_id varchar(16)) ON COMMIT DROP")

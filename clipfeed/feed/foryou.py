@@ -53,8 +53,8 @@ from clipfeed.feed.impressions import ImpressionLog
 from clipfeed.feed.models import Impression, NotInterested
 from clipfeed.feed.reranking import (LOOKAHEAD, Ranked, diversify, fits_creator_rules, out_of_collections,
                                      visible_rows)
-from clipfeed.feed.sources import (Catalog, CatalogCache, SourceContext, _keep_out_of_collections, build_sources,
-                                   in_background, page_in_flight, run_sources, yield_to_pages)
+from clipfeed.feed.sources import (Catalog, CatalogCache, SourceContext, VideoMeta, _keep_out_of_collections,
+                                   build_sources, in_background, page_in_flight, run_sources, yield_to_pages)
 from clipfeed.media import service as media
 from clipfeed.social.models import Block, Follow
 
@@ -137,6 +137,26 @@ def decode_cursor(settings: Settings, cursor: str, viewer_id: str | None) -> dic
 # ---------------------------------------------------------------------------------------------
 
 _NO_COUNTERS = VideoCounters()  # a candidate with no event since the store started (most): read only
+
+
+def video_state(meta: VideoMeta, live: VideoCounters, now: float):
+    """The ranker's view of a candidate, from the catalog's counters (the database's totals as of
+    the last catalog refresh) and the feature store's (counted since the store started).
+
+    Views and completions, whose ratio is the completion rate, come as a pair from one of the two
+    sources, the one that has counted more views. Mixed (views from the catalog, completions from
+    a store that started after most of them), every established video's rate was near zero after
+    a restart: 1,000 views and no completions seen is 0.003, against 0.35 for a video nobody has
+    seen, and against the rates of the event log the ranker was trained on."""
+    from clipfeed.feed.recsys.features import VideoState
+
+    views, completions = (live.views, live.completions) if live.views > meta.views else (meta.views, meta.completions)
+    return VideoState(
+        video_id=meta.video_id, creator_id=meta.creator_id, hashtags=meta.hashtags, sound_id=meta.sound_id,
+        duration_s=(meta.duration_ms or 15_000) / 1000, age_s=max(0.0, now - meta.published_at),
+        impressions=live.impressions, views=views, completions=completions,
+        likes=max(meta.likes, live.likes), shares=max(meta.shares, live.shares),
+        comments=max(meta.comments, live.comments), velocity=live.velocity_now(now))
 
 
 @dataclass
@@ -474,17 +494,9 @@ class ForYouEngine:
         except Exception as exc:  # noqa: BLE001 - rank on the catalog's counters alone
             log.error("For You: feature store unavailable: %s", exc)
             counters, creators = {}, {}
-        from clipfeed.feed.recsys.features import UserState, VideoState
+        from clipfeed.feed.recsys.features import UserState
 
-        videos = []
-        for meta in metas:
-            live = counters.get(meta.video_id) or _NO_COUNTERS
-            videos.append(VideoState(
-                video_id=meta.video_id, creator_id=meta.creator_id, hashtags=meta.hashtags, sound_id=meta.sound_id,
-                duration_s=(meta.duration_ms or 15_000) / 1000, age_s=max(0.0, now - meta.published_at),
-                impressions=live.impressions, views=max(meta.views, live.views), completions=live.completions,
-                likes=max(meta.likes, live.likes), shares=max(meta.shares, live.shares),
-                comments=max(meta.comments, live.comments), velocity=live.velocity_now(now)))
+        videos = [video_state(meta, counters.get(meta.video_id) or _NO_COUNTERS, now) for meta in metas]
         await _let_others_run()
         user_state = state or UserState(user_id=user_id or "")
         collab_scores = short_scores = None

@@ -65,6 +65,7 @@ class VideoMeta:
     likes: int
     shares: int
     comments: int
+    completions: int = 0
 
 
 CHUNK = 2000  # videos per step of a catalog build between two yields to the event loop
@@ -215,7 +216,7 @@ async def load_catalog(session: AsyncSession, settings: Settings) -> Catalog:
     rows: list = []
     result = await session.stream(
         select(Video.id, Video.owner_id, Video.visibility, Video.sound_id, Video.duration_ms, Video.published_at,
-               Video.view_count, Video.like_count, Video.share_count, Video.comment_count)
+               Video.view_count, Video.like_count, Video.share_count, Video.comment_count, Video.completion_count)
         .where(Video.status == VideoStatus.READY,
                Video.visibility.in_((Visibility.PUBLIC, Visibility.FOLLOWERS)),
                Video.published_at.is_not(None))
@@ -237,10 +238,10 @@ async def load_catalog(session: AsyncSession, settings: Settings) -> Catalog:
     videos: dict[str, VideoMeta] = {}
     for start in range(0, len(rows), CHUNK):
         for (vid, owner, visibility, sound, duration, published, views, likes, shares,
-             comments) in rows[start:start + CHUNK]:
+             comments, completions) in rows[start:start + CHUNK]:
             videos[vid] = VideoMeta(vid, owner, visibility, tuple(tags.get(vid, ())), sound, int(duration or 0),
                                     published.timestamp(), int(views or 0), int(likes or 0), int(shares or 0),
-                                    int(comments or 0))
+                                    int(comments or 0), int(completions or 0))
         await yield_to_pages()
     return await Catalog.assemble(videos, fresh_hours=settings.feed_exploration_hours,
                                   fresh_max_views=settings.feed_exploration_max_views, newest_first=True)

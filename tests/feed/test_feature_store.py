@@ -8,8 +8,12 @@ import time
 
 import pytest
 
+from clipfeed.db.migrate import downgrade, upgrade
 from clipfeed.feed import events as feed_events
-from clipfeed.feed.feature_store import MemoryFeatureStore, feature_store, load_user
+from clipfeed.feed.feature_store import MemoryFeatureStore, VideoCounters, feature_store, load_user
+from clipfeed.feed.foryou import video_state
+from clipfeed.feed.recsys.features import FEATURE_INDEX, UserState, build_features
+from clipfeed.feed.sources import load_catalog
 from tests.conftest import wait_for
 from tests.feed import factories as f
 
@@ -118,3 +122,51 @@ def test_the_stream_consumer_group_picks_up_where_it_left_off(settings):
     assert feature_store(settings).videos(["vs1"])["vs1"].shares == 2
     consumer.stop()
     other.stop()
+
+
+def _catalog(settings):
+    async def work(session):
+        return await load_catalog(session, settings)
+
+    return f.run(settings, work)
+
+
+def test_a_videos_completion_rate_outlives_the_feature_store(client, settings):
+    """The ranker's completion rate is completions / views. Both are counted on the video's row,
+    so a feature store that starts empty (a restart, a new Redis) ranks an established video by
+    its real rate, not by all its views against the completions seen since the store started."""
+    creator = f.make_user(settings)
+    video = f.make_video(settings, creator["id"], "finished by most")
+    for i in range(4):
+        viewer = f.make_user(settings)
+        body = {"watch_ms": 10_000 if i < 3 else 4_000, "completed": i < 3}
+        assert client.post(f"/api/v1/videos/{video}/view", json=body, headers=viewer["headers"]).status_code == 200
+    meta = _catalog(settings).videos[video]
+    assert (meta.views, meta.completions) == (4, 3)
+
+    now = time.time()
+    state = video_state(meta, VideoCounters(), now)  # a store that counted none of it
+    assert (state.views, state.completions) == (4, 3)
+    X = build_features(UserState("viewer"), [state], {}, collab_scores=None, source_ids=None, now=now)
+    assert X[0, FEATURE_INDEX["completion_rate"]] == pytest.approx((3 + 3.5) / (4 + 10))
+    # A store that has counted more views than the catalog's last refresh: its pair, never a mix.
+    state = video_state(meta, VideoCounters(views=10, completions=2), now)
+    assert (state.views, state.completions) == (10, 2)
+
+
+def test_the_migration_counts_the_completions_already_in_the_event_log(settings):
+    creator, viewer = f.make_user(settings), f.make_user(settings)
+    video, other = f.make_video(settings, creator["id"], "one"), f.make_video(settings, creator["id"], "two")
+    seen = {"user_id": viewer["id"], "creator_id": creator["id"], "created_at": f.utcnow()}
+    f.events(settings, [
+        {**seen, "kind": "view", "video_id": video, "watch_ms": 10_000, "completed": True},
+        {**seen, "kind": "view", "video_id": video, "watch_ms": 10_000, "completed": True},
+        {**seen, "kind": "view", "video_id": video, "watch_ms": 5_000},
+        {**seen, "kind": "skip", "video_id": video, "watch_ms": 300},
+        {**seen, "kind": "like", "video_id": video},
+        {**seen, "kind": "view", "video_id": other, "watch_ms": 10_000, "completed": True},
+    ])
+    downgrade(settings, "0008")
+    upgrade(settings)
+    catalog = _catalog(settings)
+    assert (catalog.videos[video].completions, catalog.videos[other].completions) == (2, 1)
