@@ -42,6 +42,7 @@ COMMON_WORDS = ("the my this with when you and day love how to best new watch wa
 DAY = 86400.0
 ID_ALPHABET = np.frombuffer(b"0123456789abcdefghjkmnpqrstvwxyz", dtype=np.uint8)
 KINDS = np.array(["view", "like", "comment", "share", "skip"], dtype=object)
+SKIP_SHARE = 0.015  # of a video's views, as in the event log
 KIND_WEIGHTS = np.array([86, 9, 2, 1.5, 1.5])
 VISIBILITIES = np.array(["public", "followers", "unlisted", "private"], dtype=object)
 CHUNK = 250_000
@@ -150,7 +151,7 @@ class FeedDataset:
         self.video_views = views.astype(np.int64)
         self.video_likes = (self.video_views * rng.uniform(0.02, 0.12, n)).astype(np.int64)
         # Completed views: 25-55 %, higher where the like rate is (no draw of its own, so the rest
-        # of the platform is the one earlier runs generated from the same seed).
+        # of the platform is the one earlier runs generated from the same seed); skips: SKIP_SHARE.
         like_rate = self.video_likes / np.maximum(self.video_views, 1)
         self.video_completions = (self.video_views * (0.25 + 2.5 * like_rate)).astype(np.int64)
         # Sounds: an original for 10 % of videos (in upload order), then 30 % of videos reuse one.
@@ -282,7 +283,7 @@ class FeedDataset:
     def video_chunks(self, sep: str = " ") -> Iterator[tuple[list[tuple], list[tuple]]]:
         """(video rows, (video id, hashtag id) rows) per chunk. A video row: id, owner, status,
         caption, visibility, sound id, artifacts JSON, published (text), views, likes, comments,
-        shares, completions."""
+        shares, completions, skips."""
         for start in range(0, self.n_videos, CHUNK):
             end = min(self.n_videos, start + CHUNK)
             captions, links = self._captions(start, end)
@@ -296,7 +297,7 @@ class FeedDataset:
             completions = self.video_completions[start:end]
             rows = [(vid, owner, "ready" if ready else "processing", caption, VISIBILITIES[vis], sid,
                      f'{{"sound_id": "{self.sound_ids[o]}"}}' if o >= 0 else "{}", stamp, views, lk,
-                     int(lk * 0.1), int(lk * 0.05), done)
+                     int(lk * 0.1), int(lk * 0.05), done, int(views * SKIP_SHARE))
                     for vid, owner, ready, caption, vis, sid, o, stamp, views, lk, done in zip(
                         ids, owners, self.video_ready[start:end].tolist(), captions,
                         self.video_visibility[start:end].tolist(), sound_ids, original, stamps,
@@ -371,7 +372,8 @@ class _Rows(Sequence):
 
 VIDEO_COLUMNS = ("id, owner_id, status, progress, caption, visibility, sound_id, original_filename, source_bytes,"
                  " features, renditions, artifacts, attempts, created_at, updated_at, published_at, view_count,"
-                 " like_count, comment_count, share_count, comments_enabled, duration_ms, width, height, completion_count")
+                 " like_count, comment_count, share_count, comments_enabled, duration_ms, width, height, completion_count,"
+                 " skip_count")
 HASHTAG_COUNTS = ("UPDATE hashtags SET video_count = (SELECT count(*) FROM video_hashtags vh"
                   " WHERE vh.hashtag_id = hashtags.id)")
 EVENT_COLUMNS = ["kind", "user_id", "video_id", "creator_id", "watch_ms", "completed", "replay", "region",
@@ -416,7 +418,7 @@ def load_sqlite(path: str, data: FeedDataset) -> dict[str, float]:
             con.executemany("INSERT INTO video_hashtags (video_id, hashtag_id) VALUES (?, ?)", links)
             con.executemany(
                 f"INSERT INTO videos ({VIDEO_COLUMNS}) VALUES (?, ?, ?, 100, ?, ?, ?, '', 0, '{{}}', '[]', ?, 0,"
-                f" ?8, ?8, CASE WHEN ?3 = 'ready' THEN ?8 END, ?, ?, ?, ?, 1, 15000, 720, 1280, ?)", rows)
+                f" ?8, ?8, CASE WHEN ?3 = 'ready' THEN ?8 END, ?, ?, ?, ?, 1, 15000, 720, 1280, ?, ?)", rows)
         t = _log(timings, "videos (+ search triggers)", t)
         for rows in data.follow_chunks():
             con.executemany("INSERT INTO follows (follower_id, followee_id, created_at) VALUES (?, ?, ?)", rows)
@@ -495,7 +497,7 @@ async def load_postgres(dsn: str, data: FeedDataset, schema: str | None = None, 
                 await copy("videos", [c.strip() for c in VIDEO_COLUMNS.split(",")],
                            [(v[0], v[1], v[2], 100.0, v[3], v[4], v[5], "", 0, "{}", "[]", v[6], 0, v[7] + "+00",
                              v[7] + "+00", v[7] + "+00" if v[2] == "ready" else None, v[8], v[9], v[10], v[11],
-                             True, 15000, 720, 1280, v[12]) for v in rows], not_null=["original_filename"])
+                             True, 15000, 720, 1280, v[12], v[13]) for v in rows], not_null=["original_filename"])
                 await copy("video_hashtags", ["video_id", "hashtag_id"], links)
             # Sounds point at their source videos once those exist (foreign key).
             await con.execute("CREATE TEMP TABLE bench_sound_src (id varchar(16), video_id varchar(16)) ON COMMIT DROP")

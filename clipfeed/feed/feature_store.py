@@ -10,7 +10,9 @@ Per user: the recent history ``(video_id, weight, ts)`` newest first, affinities
 hashtags and sounds, and an event count. The short-term user vector is derived from the recent
 history at request time (``CollaborativeModel.fold_in``), so it is never stale.
 Per video: impressions, views, completions, skips, likes, shares, comments and a time-decayed
-velocity. Per creator: views, completions and follower changes.
+velocity. Per creator: views, completions and follower changes. All counted since the store
+started: the ranker pairs them with the catalog's totals (``clipfeed.feed.foryou.video_state``,
+``creator_states``).
 
 Write paths (see ``clipfeed.feed.events``): a user's own events are applied to their profile right
 after the commit that recorded them, by the process that handled the request (the next page reads
@@ -161,7 +163,7 @@ class MemoryFeatureStore:
         self._lock = threading.Lock()
         self._users: OrderedDict[str, UserProfile] = OrderedDict()
         self._videos: dict[str, VideoCounters] = {}
-        self._creators: dict[str, list[float]] = {}  # [views, completions, follower delta]
+        self._creators: dict[str, list[float]] = {}  # [views but skips, completions, follower delta]
 
     def user(self, user_id: str) -> UserProfile | None:
         with self._lock:
@@ -196,7 +198,7 @@ class MemoryFeatureStore:
                     _apply_video(self._videos.setdefault(ev.video_id, VideoCounters()), ev)
                 if ev.creator_id:
                     stats = self._creators.setdefault(ev.creator_id, [0.0, 0.0, 0.0])
-                    if ev.kind in ("view", "skip"):
+                    if ev.kind == "view":  # not skips: the ranker's creator completion rate
                         stats[0] += 1
                         stats[1] += 1 if ev.completed else 0
                     elif ev.kind in ("follow", "unfollow"):
@@ -217,8 +219,8 @@ class MemoryFeatureStore:
             for cid in creator_ids:
                 stats = self._creators.get(cid)
                 if stats:
-                    out[cid] = CreatorState(cid, followers=int(stats[2]),
-                                            completion_rate=(stats[1] + 3.5) / (stats[0] + 10.0))
+                    out[cid] = CreatorState(cid, followers=int(stats[2]), completion_rate=stats[1] / max(stats[0], 1.0),
+                                            views=int(stats[0]))
             return out
 
 
@@ -324,7 +326,7 @@ class RedisFeatureStore:
                     self._velocity(keys=[vkey], args=[weight, f"{ev.at:.3f}", decay], client=pipe)
             if ev.creator_id:
                 ckey = f"{self.prefix}:c:{ev.creator_id}"
-                if ev.kind in ("view", "skip"):
+                if ev.kind == "view":  # not skips: the ranker's creator completion rate
                     pipe.hincrby(ckey, "views", 1)
                     if ev.completed:
                         pipe.hincrby(ckey, "comp", 1)
@@ -363,7 +365,7 @@ class RedisFeatureStore:
         for cid, values in zip(creator_ids, pipe.execute()):
             if any(values):
                 views, comp, fol = (float(v) if v is not None else 0.0 for v in values)
-                out[cid] = CreatorState(cid, followers=int(fol), completion_rate=(comp + 3.5) / (views + 10.0))
+                out[cid] = CreatorState(cid, followers=int(fol), completion_rate=comp / max(views, 1.0), views=int(views))
         return out
 
 

@@ -51,6 +51,7 @@ from clipfeed.feed import trending
 from clipfeed.feed.feature_store import FeatureStore, VideoCounters, deployment_key, feature_store, load_user
 from clipfeed.feed.impressions import ImpressionLog
 from clipfeed.feed.models import Impression, NotInterested
+from clipfeed.feed.recsys.features import CreatorState, VideoState
 from clipfeed.feed.reranking import (LOOKAHEAD, Ranked, diversify, fits_creator_rules, out_of_collections,
                                      visible_rows)
 from clipfeed.feed.sources import (Catalog, CatalogCache, SourceContext, VideoMeta, _keep_out_of_collections,
@@ -139,24 +140,45 @@ def decode_cursor(settings: Settings, cursor: str, viewer_id: str | None) -> dic
 _NO_COUNTERS = VideoCounters()  # a candidate with no event since the store started (most): read only
 
 
-def video_state(meta: VideoMeta, live: VideoCounters, now: float):
+def video_state(meta: VideoMeta, live: VideoCounters, now: float) -> VideoState:
     """The ranker's view of a candidate, from the catalog's counters (the database's totals as of
-    the last catalog refresh) and the feature store's (counted since the store started).
+    the last catalog refresh) and the feature store's (counted since the store started), defined
+    as in training (``clipfeed.feed.recsys.pipeline``).
 
-    Views and completions, whose ratio is the completion rate, come as a pair from one of the two
-    sources, the one that has counted more views. Mixed (views from the catalog, completions from
-    a store that started after most of them), every established video's rate was near zero after
-    a restart: 1,000 views and no completions seen is 0.003, against 0.35 for a video nobody has
-    seen, and against the rates of the event log the ranker was trained on."""
-    from clipfeed.feed.recsys.features import VideoState
-
-    views, completions = (live.views, live.completions) if live.views > meta.views else (meta.views, meta.completions)
+    Views and completions, whose ratio is the completion rate, come as a pair from the source
+    that has counted more views, and views are those that were not skips. Mixed (views from the
+    catalog, completions from a store that started after most of them), every established
+    video's rate was near zero after a restart: 1,000 views and no completions seen is 0.003,
+    against 0.35 for a video nobody has seen. Impressions are counted by the store alone; a video
+    was shown at least as often as it was watched (in training, each viewer is an impression)."""
+    if live.views > meta.views:
+        watched, views, completions = live.views, live.views - live.skips, live.completions
+    else:
+        watched, views, completions = meta.views, meta.views - meta.skips, meta.completions
     return VideoState(
         video_id=meta.video_id, creator_id=meta.creator_id, hashtags=meta.hashtags, sound_id=meta.sound_id,
         duration_s=(meta.duration_ms or 15_000) / 1000, age_s=max(0.0, now - meta.published_at),
-        impressions=live.impressions, views=views, completions=completions,
+        impressions=max(live.impressions, watched), views=views, completions=completions,
         likes=max(meta.likes, live.likes), shares=max(meta.shares, live.shares),
         comments=max(meta.comments, live.comments), velocity=live.velocity_now(now))
+
+
+def creator_states(catalog: Catalog, live: dict[str, CreatorState], creator_ids: list[str]) -> dict[str, CreatorState]:
+    """The ranker's view of the candidates' creators, defined as in training: their videos in the
+    catalog, their followers, and their completion rate over those videos' views that were not
+    skips, from the catalog's totals unless the feature store has counted more (the pairing of
+    `video_state`). From the store alone, every creator had 0 videos and only the followers
+    gained since the store started."""
+    out = {}
+    for creator_id in creator_ids:
+        videos, views, completions = catalog.creator_totals.get(creator_id, (0, 0, 0))
+        rate = completions / max(views, 1)
+        counted = live.get(creator_id)
+        if counted is not None and counted.views > views:
+            views, rate = counted.views, counted.completion_rate
+        out[creator_id] = CreatorState(creator_id, followers=catalog.followers.get(creator_id, 0),
+                                       completion_rate=rate, video_count=videos, views=views)
+    return out
 
 
 @dataclass
@@ -488,12 +510,14 @@ class ForYouEngine:
         await _let_others_run()
         ids = list(merged)
         metas = [catalog.videos[vid] for vid in ids]
+        creator_ids = list({m.creator_id for m in metas})
         try:
             counters = self.store.videos(ids)
-            creators = self.store.creators(list({m.creator_id for m in metas}))
+            live_creators = self.store.creators(creator_ids)
         except Exception as exc:  # noqa: BLE001 - rank on the catalog's counters alone
             log.error("For You: feature store unavailable: %s", exc)
-            counters, creators = {}, {}
+            counters, live_creators = {}, {}
+        creators = creator_states(catalog, live_creators, creator_ids)
         from clipfeed.feed.recsys.features import UserState
 
         videos = [video_state(meta, counters.get(meta.video_id) or _NO_COUNTERS, now) for meta in metas]

@@ -77,8 +77,10 @@ class Video(Base):
     like_count: Mapped[int] = mapped_column(BigInteger, default=0)
     comment_count: Mapped[int] = mapped_column(BigInteger, default=0)
     share_count: Mapped[int] = mapped_column(BigInteger, default=0)
-    # Views that reached the end (a subset of view_count): the For You ranker's completion rate.
+    # Of view_count: views that reached the end, and skips (left within 2 s). The For You
+    # ranker's completion rate is completions / (views - skips), as in its training.
     completion_count: Mapped[int] = mapped_column(BigInteger, default=0)
+    skip_count: Mapped[int] = mapped_column(BigInteger, default=0)
     comments_enabled: Mapped[bool] = mapped_column(default=True)
     # Mixing of a reused sound under the original audio (0 = replace, 1 = equal), from upload metadata.
     sound_volume: Mapped[float | None] = mapped_column(Float, nullable=True)

@@ -142,8 +142,8 @@ async def record_view(session: AsyncSession, settings: Settings, video_id: str, 
     record_event(session, kind, video, viewer, watch_ms=watch_ms, completed=completed, replay=replay,
                  viewer_key=key)
     count = await bump(session, video.id, "view_count", 1)
-    if completed:
-        await bump(session, video.id, "completion_count", 1)
+    if completed or kind == "skip":
+        await bump(session, video.id, "completion_count" if completed else "skip_count", 1)
     return {"kind": kind, "view_count": count}
 
 

@@ -11,7 +11,7 @@ import pytest
 from clipfeed.db.migrate import downgrade, upgrade
 from clipfeed.feed import events as feed_events
 from clipfeed.feed.feature_store import MemoryFeatureStore, VideoCounters, feature_store, load_user
-from clipfeed.feed.foryou import video_state
+from clipfeed.feed.foryou import creator_states, video_state
 from clipfeed.feed.recsys.features import FEATURE_INDEX, UserState, build_features
 from clipfeed.feed.sources import load_catalog
 from tests.conftest import wait_for
@@ -131,30 +131,36 @@ def _catalog(settings):
     return f.run(settings, work)
 
 
-def test_a_videos_completion_rate_outlives_the_feature_store(client, settings):
+def test_video_and_creator_features_outlive_the_feature_store(client, settings):
     """The ranker's completion rate is completions / views. Both are counted on the video's row,
     so a feature store that starts empty (a restart, a new Redis) ranks an established video by
-    its real rate, not by all its views against the completions seen since the store started."""
+    its real rate, not by all its views against the completions seen since the store started;
+    its creator by their videos, followers and completion rate, as the ranker was trained."""
     creator = f.make_user(settings)
     video = f.make_video(settings, creator["id"], "finished by most")
-    for i in range(4):
+    f.make_video(settings, creator["id"], "not watched yet")
+    for i in range(5):  # 3 completed, 1 left halfway, 1 skipped
         viewer = f.make_user(settings)
-        body = {"watch_ms": 10_000 if i < 3 else 4_000, "completed": i < 3}
+        body = {"watch_ms": (10_000, 10_000, 10_000, 4_000, 300)[i], "completed": i < 3}
         assert client.post(f"/api/v1/videos/{video}/view", json=body, headers=viewer["headers"]).status_code == 200
-    meta = _catalog(settings).videos[video]
-    assert (meta.views, meta.completions) == (4, 3)
+    assert client.post(f"/api/v1/users/{creator['id']}/follow", headers=viewer["headers"]).status_code == 200
+    catalog = _catalog(settings)
+    meta = catalog.videos[video]
+    assert (meta.views, meta.completions, meta.skips) == (5, 3, 1)
+    stats = creator_states(catalog, {}, [creator["id"]])[creator["id"]]
+    assert (stats.video_count, stats.followers, stats.completion_rate) == (2, 1, 0.75)
 
     now = time.time()
     state = video_state(meta, VideoCounters(), now)  # a store that counted none of it
-    assert (state.views, state.completions) == (4, 3)
+    assert (state.views, state.completions, state.impressions) == (4, 3, 5)  # views as trained: not skips
     X = build_features(UserState("viewer"), [state], {}, collab_scores=None, source_ids=None, now=now)
     assert X[0, FEATURE_INDEX["completion_rate"]] == pytest.approx((3 + 3.5) / (4 + 10))
     # A store that has counted more views than the catalog's last refresh: its pair, never a mix.
-    state = video_state(meta, VideoCounters(views=10, completions=2), now)
-    assert (state.views, state.completions) == (10, 2)
+    state = video_state(meta, VideoCounters(views=10, skips=3, completions=2), now)
+    assert (state.views, state.completions) == (7, 2)
 
 
-def test_the_migration_counts_the_completions_already_in_the_event_log(settings):
+def test_the_migration_counts_the_completions_and_skips_already_in_the_event_log(settings):
     creator, viewer = f.make_user(settings), f.make_user(settings)
     video, other = f.make_video(settings, creator["id"], "one"), f.make_video(settings, creator["id"], "two")
     seen = {"user_id": viewer["id"], "creator_id": creator["id"], "created_at": f.utcnow()}
@@ -169,4 +175,5 @@ def test_the_migration_counts_the_completions_already_in_the_event_log(settings)
     downgrade(settings, "0008")
     upgrade(settings)
     catalog = _catalog(settings)
-    assert (catalog.videos[video].completions, catalog.videos[other].completions) == (2, 1)
+    counted = [(catalog.videos[v].completions, catalog.videos[v].skips) for v in (video, other)]
+    assert counted == [(2, 1), (1, 0)]

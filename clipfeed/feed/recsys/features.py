@@ -61,8 +61,9 @@ class VideoState:
 class CreatorState:
     creator_id: str
     followers: int = 0
-    completion_rate: float = 0.0
+    completion_rate: float = 0.0  # completed views / views over the creator's videos
     video_count: int = 0
+    views: int = 0  # what completion_rate was counted over
 
 
 FEATURE_NAMES: tuple[str, ...] = (

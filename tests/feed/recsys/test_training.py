@@ -225,3 +225,47 @@ def test_the_columnar_loader_folds_events_as_one_by_one(settings):
     assert data.positive.tolist() == [p["completed"] or p["liked"] for p in want]
     assert 0 < data.flags["liked"].sum() < len(data)  # unlikes undid some likes
     assert set(data.items) == {short, long}
+
+
+def test_the_served_video_and_creator_features_are_the_ones_the_ranker_was_trained_on(client, settings):
+    """Train/serve skew guard: the counters the ranker learned from (the training log's
+    LogState) and the ones it is served (the catalog, with a feature store that has counted
+    nothing since it started) agree for every video and creator of a platform built over HTTP."""
+    from clipfeed.feed.feature_store import VideoCounters
+    from clipfeed.feed.foryou import creator_states, video_state
+    from clipfeed.feed.recsys.pipeline import LogState, Sources
+    from clipfeed.feed.sources import load_catalog
+
+    alice, bob = factories.make_user(settings), factories.make_user(settings)
+    videos = [factories.make_video(settings, alice["id"], "a1 #x"), factories.make_video(settings, alice["id"], "a2"),
+              factories.make_video(settings, bob["id"], "b1 #x")]
+    watched = {"completed": {"watch_ms": 10_000, "completed": True}, "half": {"watch_ms": 5_000},
+               "skipped": {"watch_ms": 300}}
+    plan = [("completed", "completed", "skipped"), ("half", "completed", "completed"), ("skipped", "half", "completed"),
+            ("completed", "skipped", "half")]
+    for views in plan:  # one viewer per row: how they watched each video
+        viewer = factories.make_user(settings)
+        for video, how in zip(videos, views):
+            response = client.post(f"/api/v1/videos/{video}/view", json=watched[how], headers=viewer["headers"])
+            assert response.status_code == 200, response.text
+    follow = client.post(f"/api/v1/users/{alice['id']}/follow", json={"video_id": videos[0]}, headers=viewer["headers"])
+    assert follow.status_code == 200, follow.text
+    assert client.post(f"/api/v1/videos/{videos[2]}/like", headers=viewer["headers"]).status_code == 200
+
+    log = asyncio.run(load_training_log(settings))
+    trained = LogState(log, sorted(log.items), sources=Sources(None, None, None))
+    rows = np.array([trained.data.item_index[v] for v in videos])
+
+    async def read_catalog(session):
+        return await load_catalog(session, settings)
+
+    catalog = factories.run(settings, read_catalog)
+    served = [video_state(catalog.videos[v], VideoCounters(), trained.now) for v in videos]
+    for learned, serving in zip(trained.video_states(rows), served):
+        counted = ("impressions", "views", "completions", "likes")
+        assert [getattr(serving, c) for c in counted] == [getattr(learned, c) for c in counted], learned.video_id
+    served_creators = creator_states(catalog, {}, [alice["id"], bob["id"]])
+    for creator in (alice["id"], bob["id"]):
+        learned, serving = trained.creators[creator], served_creators[creator]
+        assert (serving.video_count, serving.followers) == (learned.video_count, learned.followers), creator
+        assert serving.completion_rate == pytest.approx(learned.completion_rate), creator
