@@ -238,6 +238,16 @@ return 1
 """
 
 _VIDEO_FIELDS = ("imp", "views", "comp", "skips", "likes", "shares", "comments", "vel", "vel_t")
+_CREATOR_FIELDS = ("views", "comp", "fol")
+
+# The same fields of many hashes in one command. A pipeline of one HMGET per key cost the API
+# process ~16 µs of CPU per key in redis-py (4.8 ms for a ranking's ~300 candidates, 2.3 ms with
+# hiredis), with the event loop blocked meanwhile; the script costs it 0.15 ms (Redis 0.55 ms).
+_HMGET_MANY_LUA = """
+local out = {}
+for i, key in ipairs(KEYS) do out[i] = redis.call('HMGET', key, unpack(ARGV)) end
+return out
+"""
 
 
 class RedisFeatureStore:
@@ -245,6 +255,7 @@ class RedisFeatureStore:
         self.r = client
         self.prefix = f"{namespace}:fs"
         self._velocity = client.register_script(_VELOCITY_LUA)
+        self._hmget_many = client.register_script(_HMGET_MANY_LUA)
 
     def _u(self, user_id: str) -> str:
         return f"{self.prefix}:u:{user_id}"
@@ -343,11 +354,9 @@ class RedisFeatureStore:
     def videos(self, video_ids: list[str]) -> dict[str, VideoCounters]:
         if not video_ids:
             return {}
-        pipe = self.r.pipeline(transaction=False)
-        for video_id in video_ids:
-            pipe.hmget(f"{self.prefix}:v:{video_id}", *_VIDEO_FIELDS)
+        replies = self._hmget_many(keys=[f"{self.prefix}:v:{video_id}" for video_id in video_ids], args=_VIDEO_FIELDS)
         out = {}
-        for video_id, values in zip(video_ids, pipe.execute()):
+        for video_id, values in zip(video_ids, replies):
             if not any(values):
                 continue
             n = [float(v) if v is not None else 0.0 for v in values]
@@ -358,11 +367,9 @@ class RedisFeatureStore:
     def creators(self, creator_ids: list[str]) -> dict[str, CreatorState]:
         if not creator_ids:
             return {}
-        pipe = self.r.pipeline(transaction=False)
-        for cid in creator_ids:
-            pipe.hmget(f"{self.prefix}:c:{cid}", "views", "comp", "fol")
+        replies = self._hmget_many(keys=[f"{self.prefix}:c:{cid}" for cid in creator_ids], args=_CREATOR_FIELDS)
         out = {}
-        for cid, values in zip(creator_ids, pipe.execute()):
+        for cid, values in zip(creator_ids, replies):
             if any(values):
                 views, comp, fol = (float(v) if v is not None else 0.0 for v in values)
                 out[cid] = CreatorState(cid, followers=int(fol), completion_rate=comp / max(views, 1.0), views=int(views))
