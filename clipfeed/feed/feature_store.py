@@ -42,6 +42,8 @@ from clipfeed.feed.recsys.features import CreatorState, UserState
 RECENT_MAX = 200          # history entries kept per user
 AFFINITY_MAX = 300        # keys kept per affinity map (the weakest are dropped)
 VELOCITY_HALF_LIFE_S = 3600.0
+# A video's velocity: these events, weighted, decayed with VELOCITY_HALF_LIFE_S (skips add nothing).
+VELOCITY_WEIGHTS = {"view": 1.0, "like": 3.0, "comment": 4.0, "share": 5.0}
 WARM_EVENTS = 500         # events read from the table for a warm start
 USER_TTL_S = 7 * 24 * 3600
 MEMORY_USERS_MAX = 200_000  # LRU bound of the in-memory store
@@ -137,7 +139,7 @@ def _apply_video(counters: VideoCounters, ev: FeedEvent) -> None:
         counters.shares += 1
     elif ev.kind == "comment":
         counters.comments += 1
-    weight = {"view": 1.0, "like": 3.0, "comment": 4.0, "share": 5.0}.get(ev.kind, 0.0)
+    weight = VELOCITY_WEIGHTS.get(ev.kind, 0.0)
     if weight:
         counters.velocity = counters.velocity_now(ev.at) + weight
         counters.velocity_at = ev.at
@@ -332,7 +334,7 @@ class RedisFeatureStore:
                     pipe.hincrby(vkey, field_name, 1)
                 if ev.kind == "unlike":
                     pipe.hincrby(vkey, "likes", -1)
-                weight = {"view": 1.0, "like": 3.0, "comment": 4.0, "share": 5.0}.get(ev.kind, 0.0)
+                weight = VELOCITY_WEIGHTS.get(ev.kind, 0.0)
                 if weight:
                     self._velocity(keys=[vkey], args=[weight, f"{ev.at:.3f}", decay], client=pipe)
             if ev.creator_id:

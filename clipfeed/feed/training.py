@@ -234,10 +234,12 @@ async def load_training_log(settings: Settings) -> InteractionLog:
 
 
 def _state_options() -> dict:
-    from clipfeed.feed.feature_store import VELOCITY_HALF_LIFE_S
+    from clipfeed.feed.feature_store import VELOCITY_HALF_LIFE_S, VELOCITY_WEIGHTS
 
-    # The online store's weights already carry skips (negative); no extra penalty.
-    return {"skip_penalty": 0.0, "velocity_half_life_s": VELOCITY_HALF_LIFE_S, "online_sources": True}
+    # The online store's weights already carry skips (negative); no extra penalty. Velocity as
+    # the store counts it (the ranker is served the store's).
+    return {"skip_penalty": 0.0, "velocity_half_life_s": VELOCITY_HALF_LIFE_S, "velocity_weights": VELOCITY_WEIGHTS,
+            "online_sources": True}
 
 
 def train_models(data: InteractionLog, settings: Settings, *, seed: int = 0, steps: dict | None = None):

@@ -48,11 +48,15 @@ class LogState:
 
     def __init__(self, log: InteractionLog, catalogue: Sequence[str], *, sources: Sources, now: float | None = None,
                  skip_penalty: float = SKIP_PENALTY, velocity_half_life_s: float = TRENDING_HALF_LIFE_S,
-                 online_sources: bool = False):
+                 velocity_weights: dict[str, float] | None = None, online_sources: bool = False):
         """`online_sources`: name candidates only as the online sources do (the short-term
-        collaborative list counts as "collaborative"), for rankers that will be served."""
+        collaborative list counts as "collaborative"), for rankers that will be served.
+        `velocity_weights` (per event kind: view, like, comment, share): a video's velocity as the
+        online feature store counts it, for rankers that will be served; without them, its
+        positive interactions."""
         self.skip_penalty = skip_penalty
         self.velocity_half_life_s = velocity_half_life_s
+        self.velocity_weights = velocity_weights
         self.short_term_name = "collaborative" if online_sources else "short_term"
         self.log = log
         self.catalogue = list(catalogue)
@@ -83,7 +87,14 @@ class LogState:
         self.shares = count(flag("shared", np.zeros(len(log), bool)))
         self.comments = count(flag("commented", np.zeros(len(log), bool)))
         decay = np.exp2(-(self.now - log.ts) / self.velocity_half_life_s)
-        self.velocity = np.bincount(col, weights=log.positive * decay, minlength=n)
+        if self.velocity_weights is None:
+            signal = np.asarray(log.positive, np.float64)
+        else:  # one (user, video) row: its view unless skipped, like, comment, share
+            w = self.velocity_weights
+            signal = (w.get("view", 0.0) * ~skipped + w.get("like", 0.0) * flag("liked", np.zeros(len(log), bool))
+                      + w.get("comment", 0.0) * flag("commented", np.zeros(len(log), bool))
+                      + w.get("share", 0.0) * flag("shared", np.zeros(len(log), bool)))
+        self.velocity = np.bincount(col, weights=signal * decay, minlength=n)
         self.trending = top_k_excluding(self.velocity, np.zeros(0, np.int64), SOURCE_SIZES["trending"] * 3)
 
         self.creator_of = [self.meta[v].creator_id if v in self.meta else "" for v in self.catalogue]

@@ -229,12 +229,15 @@ def test_the_columnar_loader_folds_events_as_one_by_one(settings):
 
 def test_the_served_video_and_creator_features_are_the_ones_the_ranker_was_trained_on(client, settings):
     """Train/serve skew guard: the counters the ranker learned from (the training log's
-    LogState) and the ones it is served (the catalog, with a feature store that has counted
-    nothing since it started) agree for every video and creator of a platform built over HTTP."""
-    from clipfeed.feed.feature_store import VideoCounters
+    LogState, as `clipfeed train` builds it) and the ones it is served (the catalog, with a
+    feature store that has counted nothing since it started; the velocity, which only the store
+    counts) agree for every video and creator of a platform built over HTTP."""
+    from clipfeed.feed.feature_store import VideoCounters, feature_store
     from clipfeed.feed.foryou import creator_states, video_state
     from clipfeed.feed.recsys.pipeline import LogState, Sources
     from clipfeed.feed.sources import load_catalog
+    from clipfeed.feed.training import _state_options
+    from tests.conftest import wait_for
 
     alice, bob = factories.make_user(settings), factories.make_user(settings)
     videos = [factories.make_video(settings, alice["id"], "a1 #x"), factories.make_video(settings, alice["id"], "a2"),
@@ -253,7 +256,7 @@ def test_the_served_video_and_creator_features_are_the_ones_the_ranker_was_train
     assert client.post(f"/api/v1/videos/{videos[2]}/like", headers=viewer["headers"]).status_code == 200
 
     log = asyncio.run(load_training_log(settings))
-    trained = LogState(log, sorted(log.items), sources=Sources(None, None, None))
+    trained = LogState(log, sorted(log.items), sources=Sources(None, None, None), **_state_options())
     rows = np.array([trained.data.item_index[v] for v in videos])
 
     async def read_catalog(session):
@@ -269,3 +272,11 @@ def test_the_served_video_and_creator_features_are_the_ones_the_ranker_was_train
         learned, serving = trained.creators[creator], served_creators[creator]
         assert (serving.video_count, serving.followers) == (learned.video_count, learned.followers), creator
         assert serving.completion_rate == pytest.approx(learned.completion_rate), creator
+
+    store = feature_store(settings)  # Redis: counted by the stream consumer; the like came last
+    wait_for(lambda: (store.videos([videos[2]]).get(videos[2]) or VideoCounters()).likes == 1, timeout=10,
+             interval=0.05, message="the events in the store's counters")
+    live = store.videos(videos)
+    for video, learned in zip(videos, trained.video_states(rows)):
+        assert learned.velocity > 0
+        assert live[video].velocity_now(trained.now) == pytest.approx(learned.velocity, rel=0.01), video
