@@ -48,6 +48,8 @@ WARM_EVENTS = 500         # events read from the table for a warm start
 USER_TTL_S = 7 * 24 * 3600
 MEMORY_USERS_MAX = 200_000  # LRU bound of the in-memory store
 
+# Of an event's weight, the share that goes to the video's hashtags and sound (the creator gets it all).
+HASHTAG_SHARE, SOUND_SHARE = 0.7, 0.5
 # How much one event says about the user's taste (the completion-weighted signal).
 LIKE_W, SHARE_W, COMMENT_W, FOLLOW_W, SKIP_W, NOT_INTERESTED_W = 2.0, 3.0, 2.0, 3.0, -0.6, -4.0
 
@@ -72,9 +74,9 @@ def affinity_updates(ev: FeedEvent) -> dict[str, float]:
     if ev.kind in ("follow", "unfollow"):
         return out  # a follow is about the creator, not the video it came from
     for tag in ev.hashtags:
-        out[f"h:{tag}"] = w * 0.7
+        out[f"h:{tag}"] = w * HASHTAG_SHARE
     if ev.sound_id:
-        out[f"s:{ev.sound_id}"] = w * 0.5
+        out[f"s:{ev.sound_id}"] = w * SOUND_SHARE
     return out
 
 

@@ -151,7 +151,7 @@ async def load_training_log(settings: Settings) -> InteractionLog:
     millions of events load without a Python object per event."""
     from clipfeed.db.engine import build_engine
     from clipfeed.feed.events import FeedEvent
-    from clipfeed.feed.feature_store import event_weight
+    from clipfeed.feed.feature_store import HASHTAG_SHARE, SOUND_SHARE, event_weight
 
     engine = build_engine(settings, pooled=False)
     try:
@@ -210,6 +210,12 @@ async def load_training_log(settings: Settings) -> InteractionLog:
         return np.bincount(inverse[mask], minlength=n) > 0
 
     summed = np.bincount(inverse, weights=weight, minlength=n)
+    # The user's affinities as the online store adds them up (feature_store.affinity_updates):
+    # every event's weight to the creator, skips negative; a follow's to the creator only.
+    is_follow = is_kind.get("follow", nothing) | is_kind.get("unfollow", nothing)
+    taste = np.bincount(inverse, weights=np.where(is_follow, 0.0, weight), minlength=n)
+    affinity = {"affinity_creator": summed, "affinity_hashtag": taste * HASHTAG_SHARE,
+                "affinity_sound": taste * SOUND_SHARE, "events": np.bincount(inverse, minlength=n).astype(np.float64)}
     watched = is_kind.get("view", nothing) | is_kind.get("skip", nothing)
     flag_cols = {"completed": any_of(watched & completed)}
     # liked: the pair's last like/unlike is a like
@@ -228,6 +234,7 @@ async def load_training_log(settings: Settings) -> InteractionLog:
     first = first[order]
     flags = {name: flag_cols[name][order] for name in ("completed", "liked", "shared", "commented", "followed",
                                                         "skipped")}
+    flags.update({name: column[order] for name, column in affinity.items()})
     return InteractionLog(ev["user_ids"][user[first]], ev["video_ids"][video[first]], ts[first],
                           np.maximum(summed[order], 0.0).astype(np.float32), flags["completed"] | flags["liked"],
                           flags, meta)

@@ -160,18 +160,25 @@ class LogState:
         rows = rows[::-1]  # newest first
         skipped = log.flags["skipped"][rows] if "skipped" in log.flags else np.zeros(len(rows), bool)
         followed = log.flags["followed"][rows] if "followed" in log.flags else np.zeros(len(rows), bool)
-        signal = log.weight[rows] - self.skip_penalty * skipped
+        if "affinity_creator" in log.flags:
+            # A log read from the event table carries the online store's own affinity deltas
+            # per (user, video) row and its event counts: the user as the served ranker sees them.
+            by_creator, by_tag, by_sound = (log.flags[f"affinity_{key}"][rows] for key in ("creator", "hashtag", "sound"))
+            event_count = int(log.flags["events"][rows].sum())
+        else:
+            by_creator = by_tag = by_sound = log.weight[rows] - self.skip_penalty * skipped
+            event_count = len(rows)
         creator_aff: dict[str, float] = defaultdict(float)
         tag_aff: dict[str, float] = defaultdict(float)
         sound_aff: dict[str, float] = defaultdict(float)
         follows = set()
-        for vid, s, f in zip(log.item[rows], signal, followed):
+        for vid, c, h, s, f in zip(log.item[rows], by_creator.tolist(), by_tag.tolist(), by_sound.tolist(), followed):
             m = self.meta.get(vid)
             if m is None:
                 continue
-            creator_aff[m.creator_id] += s
+            creator_aff[m.creator_id] += c
             for t in m.hashtags:
-                tag_aff[t] += s
+                tag_aff[t] += h
             if m.sound_id:
                 sound_aff[m.sound_id] += s
             if f:
@@ -189,7 +196,7 @@ class LogState:
             content_vector = self.sources.content.profile(ids, ws)
         state = UserState(user_id=user, recent=recent, creator_affinity=dict(creator_aff),
                           hashtag_affinity=dict(tag_aff), sound_affinity=dict(sound_aff), follows=frozenset(follows),
-                          event_count=len(rows), short_term_vector=short_term, content_vector=content_vector)
+                          event_count=event_count, short_term_vector=short_term, content_vector=content_vector)
         self._user_cache[user] = state
         return state
 

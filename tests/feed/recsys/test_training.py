@@ -231,8 +231,10 @@ def test_the_served_video_and_creator_features_are_the_ones_the_ranker_was_train
     """Train/serve skew guard: the counters the ranker learned from (the training log's
     LogState, as `clipfeed train` builds it) and the ones it is served (the catalog, with a
     feature store that has counted nothing since it started; the velocity, which only the store
-    counts) agree for every video and creator of a platform built over HTTP."""
-    from clipfeed.feed.feature_store import VideoCounters, feature_store
+    counts) agree for every video and creator of a platform built over HTTP, and so do the
+    whole feature rows of its viewers (their affinities, skips included, and event counts)."""
+    from clipfeed.feed.feature_store import VideoCounters, feature_store, load_user
+    from clipfeed.feed.recsys.features import FEATURE_NAMES, build_features
     from clipfeed.feed.foryou import creator_states, video_state
     from clipfeed.feed.recsys.pipeline import LogState, Sources
     from clipfeed.feed.sources import load_catalog
@@ -280,3 +282,20 @@ def test_the_served_video_and_creator_features_are_the_ones_the_ranker_was_train
     for video, learned in zip(videos, trained.video_states(rows)):
         assert learned.velocity > 0
         assert live[video].velocity_now(trained.now) == pytest.approx(learned.velocity, rel=0.01), video
+    # The whole feature rows of every viewer (no collaborative model here): what the store's
+    # profile and the served states give, and what training computed, column by column.
+    served_states = [video_state(catalog.videos[v], live[v], trained.now) for v in videos]
+
+    async def profile_of(session, user_id):
+        return await load_user(session, store, user_id)
+
+    for user_id in sorted(set(log.user.tolist())):
+        profile = factories.run(settings, lambda session: profile_of(session, user_id))
+        follows = frozenset([alice["id"]]) if user_id == viewer["id"] else frozenset()
+        serving = build_features(profile.to_state(follows), served_states, served_creators, collab_scores=None,
+                                 source_ids=[set()] * len(videos), now=trained.now)
+        learned = trained.features(user_id, rows, [set()] * len(videos))
+        differ = [name for j, name in enumerate(FEATURE_NAMES)
+                  if not np.allclose(serving[:, j], learned[:, j], rtol=0.01, atol=1e-4)]
+        assert differ == [], (user_id, {name: (learned[:, FEATURE_NAMES.index(name)].tolist(),
+                                               serving[:, FEATURE_NAMES.index(name)].tolist()) for name in differ})
