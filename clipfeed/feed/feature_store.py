@@ -47,6 +47,9 @@ VELOCITY_WEIGHTS = {"view": 1.0, "like": 3.0, "comment": 4.0, "share": 5.0}
 WARM_EVENTS = 500         # events read from the table for a warm start
 USER_TTL_S = 7 * 24 * 3600
 MEMORY_USERS_MAX = 200_000  # LRU bound of the in-memory store
+# The short-term vectors (the collaborative fold-in, the content profile) are made of the user's
+# newest positive events, up to this many.
+SHORT_TERM_EVENTS = 50
 
 # Of an event's weight, the share that goes to the video's hashtags and sound (the creator gets it all).
 HASHTAG_SHARE, SOUND_SHARE = 0.7, 0.5
@@ -126,6 +129,17 @@ class UserProfile:
         return UserState(user_id=self.user_id, recent=list(self.recent), creator_affinity=creators,
                          hashtag_affinity=tags, sound_affinity=sounds, follows=follows,
                          event_count=self.event_count)
+
+
+def positive_recent(recent: list[tuple[str, float, float]]) -> tuple[list[str], list[float]]:
+    """Of a recent history (newest first): the ids and weights of the newest SHORT_TERM_EVENTS
+    entries that were positive, which the short-term vectors are made of."""
+    ids, weights = [], []
+    for video_id, weight, _at in recent[:SHORT_TERM_EVENTS]:
+        if weight > 0:
+            ids.append(video_id)
+            weights.append(weight)
+    return ids, weights
 
 
 def _apply_video(counters: VideoCounters, ev: FeedEvent) -> None:

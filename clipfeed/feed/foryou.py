@@ -48,7 +48,8 @@ from clipfeed.config import Settings
 from clipfeed.errors import ClipfeedError
 from clipfeed.feed import events as feed_events
 from clipfeed.feed import trending
-from clipfeed.feed.feature_store import FeatureStore, VideoCounters, deployment_key, feature_store, load_user
+from clipfeed.feed.feature_store import (FeatureStore, VideoCounters, deployment_key, feature_store, load_user,
+                                         positive_recent)
 from clipfeed.feed.impressions import ImpressionLog
 from clipfeed.feed.models import Impression, NotInterested
 from clipfeed.feed.recsys.features import CreatorState, VideoState
@@ -140,7 +141,7 @@ def decode_cursor(settings: Settings, cursor: str, viewer_id: str | None) -> dic
 _NO_COUNTERS = VideoCounters()  # a candidate with no event since the store started (most): read only
 
 
-def video_state(meta: VideoMeta, live: VideoCounters, now: float) -> VideoState:
+def video_state(meta: VideoMeta, live: VideoCounters, now: float, text_vector: np.ndarray | None = None) -> VideoState:
     """The ranker's view of a candidate, from the catalog's counters (the database's totals as of
     the last catalog refresh) and the feature store's (counted since the store started), defined
     as in training (``clipfeed.feed.recsys.pipeline``).
@@ -160,7 +161,7 @@ def video_state(meta: VideoMeta, live: VideoCounters, now: float) -> VideoState:
         duration_s=(meta.duration_ms or 15_000) / 1000, age_s=max(0.0, now - meta.published_at),
         impressions=max(live.impressions, watched), views=views, completions=completions,
         likes=max(meta.likes, live.likes), shares=max(meta.shares, live.shares),
-        comments=max(meta.comments, live.comments), velocity=live.velocity_now(now))
+        comments=max(meta.comments, live.comments), velocity=live.velocity_now(now), text_vector=text_vector)
 
 
 def creator_states(catalog: Catalog, live: dict[str, CreatorState], creator_ids: list[str]) -> dict[str, CreatorState]:
@@ -520,14 +521,21 @@ class ForYouEngine:
         creators = creator_states(catalog, live_creators, creator_ids)
         from clipfeed.feed.recsys.features import UserState
 
-        videos = [video_state(meta, counters.get(meta.video_id) or _NO_COUNTERS, now) for meta in metas]
+        # The content similarity feature, as in training: the candidates' vectors against the
+        # profile of what the viewer recently liked or completed (it was always 0 when served).
+        content = self.content_index(catalog)
+        vectors = content.vector if content is not None else (lambda _vid: None)
+        videos = [video_state(meta, counters.get(meta.video_id) or _NO_COUNTERS, now, vectors(meta.video_id))
+                  for meta in metas]
         await _let_others_run()
         user_state = state or UserState(user_id=user_id or "")
+        recent_ids, recent_weights = positive_recent(user_state.recent)
+        if content is not None and recent_ids:
+            user_state.content_vector = content.profile(recent_ids, recent_weights)
         collab_scores = short_scores = None
         if collab is not None:
             collab_scores = collab.scores(collab.user_vector(user_id) if user_id else None, ids)
-            recent = [(v, w) for v, w, _ in user_state.recent[:50] if w > 0]
-            short = collab.fold_in([v for v, _ in recent], [w for _, w in recent]) if recent else None
+            short = collab.fold_in(recent_ids, recent_weights) if recent_ids else None
             short_scores = collab.scores(short, ids) if short is not None else None
             user_state.short_term_vector = short
             await _let_others_run()
@@ -824,12 +832,13 @@ def _reserve_exploration(ranked: list[Ranked], share: float, size: int) -> list[
 
 
 def _build_content(catalog: Catalog, limit: int):
-    from clipfeed.feed.recsys.content import ContentIndex, video_text
+    from clipfeed.feed.recsys.content import hashtag_index
 
     metas = sorted(catalog.videos.values(), key=lambda m: -m.published_at)[:limit]
+    index = hashtag_index([m.video_id for m in metas], [m.hashtags for m in metas])
     # prepare(): the ANN index too, here in the builder's thread (seconds at 50k videos), not
     # lazily in the first ranking on the event loop.
-    return ContentIndex().build([m.video_id for m in metas], [video_text("", m.hashtags) for m in metas]).prepare()
+    return index.prepare() if index is not None else None
 
 
 _engines: dict[str, ForYouEngine] = {}

@@ -37,6 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from clipfeed.accounts.models import User
 from clipfeed.config import Settings
+from clipfeed.feed.feature_store import positive_recent
 from clipfeed.media.models import Video, VideoStatus, Visibility
 from clipfeed.social.models import Hashtag, VideoHashtag
 
@@ -546,15 +547,6 @@ def _rows_memo(ctx: SourceContext, name: str, index) -> dict[str, int]:
     return held[1]
 
 
-def _positive_recent(ctx: SourceContext, n: int = 50) -> tuple[list[str], list[float]]:
-    ids, weights = [], []
-    for video_id, weight, _at in ctx.recent[:n]:
-        if weight > 0:
-            ids.append(video_id)
-            weights.append(weight)
-    return ids, weights
-
-
 class CollaborativeSource(_Base):
     """ANN over the collaborative model's item vectors, queried with the user's long-term vector
     (from training) and short-term vector (fold-in of the recent history)."""
@@ -573,7 +565,7 @@ class CollaborativeSource(_Base):
         long_term = model.user_vector(ctx.user_id) if ctx.user_id else None
         if long_term is not None:
             scored += model.nearest(long_term, want, excluded_rows=excluded)
-        ids, weights = _positive_recent(ctx)
+        ids, weights = positive_recent(ctx.recent)
         short_term = model.fold_in(ids, weights) if ids else None
         if short_term is not None:
             scored += model.nearest(short_term, want, ids, excluded_rows=excluded)
@@ -590,7 +582,7 @@ class ContentSource(_Base):
         index = ctx.content
         if index is None:
             return []
-        ids, weights = _positive_recent(ctx)
+        ids, weights = positive_recent(ctx.recent)
         vector = index.profile(ids, weights) if ids else None
         if vector is None:
             return []

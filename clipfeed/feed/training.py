@@ -26,6 +26,7 @@ from sqlalchemy import text
 
 from clipfeed.config import Settings
 from clipfeed.feed.recsys.baselines import ALS
+from clipfeed.feed.recsys.content import hashtag_index
 from clipfeed.feed.recsys.dataset import InteractionLog, ItemMeta, sample_users, temporal_split
 from clipfeed.feed.recsys.metrics import evaluate
 from clipfeed.feed.recsys.pipeline import ClipfeedRecommender
@@ -241,12 +242,12 @@ async def load_training_log(settings: Settings) -> InteractionLog:
 
 
 def _state_options() -> dict:
-    from clipfeed.feed.feature_store import VELOCITY_HALF_LIFE_S, VELOCITY_WEIGHTS
+    from clipfeed.feed.feature_store import SHORT_TERM_EVENTS, VELOCITY_HALF_LIFE_S, VELOCITY_WEIGHTS
 
-    # The online store's weights already carry skips (negative); no extra penalty. Velocity as
-    # the store counts it (the ranker is served the store's).
+    # The online store's weights already carry skips (negative); no extra penalty. Velocity and
+    # the short-term vectors as the online path makes them (the ranker is served those).
     return {"skip_penalty": 0.0, "velocity_half_life_s": VELOCITY_HALF_LIFE_S, "velocity_weights": VELOCITY_WEIGHTS,
-            "online_sources": True}
+            "short_term_items": SHORT_TERM_EVENTS, "content_items": SHORT_TERM_EVENTS, "online_sources": True}
 
 
 def train_models(data: InteractionLog, settings: Settings, *, seed: int = 0, steps: dict | None = None):
@@ -281,8 +282,12 @@ def train_models(data: InteractionLog, settings: Settings, *, seed: int = 0, ste
         # The grid search's pick, recorded: it is made on the sample's interactions only.
         collab_metrics = {**score(als), **{f"als_{name}": float(value) for name, value in als.params.items()}}
     with _step(steps, "pipeline (ALS + LightGBM ranker) on the holdout split"):
+        # The content index the API serves from (hashtags only), so content_sim is the served one.
+        served = [v for v in catalogue if v in (data.items or {})]
+        content = hashtag_index(served, [data.items[v].hashtags for v in served])
         pipeline = ClipfeedRecommender(weights=settings.feed_score_weights, seed=seed, als_params=als.params,
-                                       use_itemknn=False, state_options=_state_options(), max_users=max_users)
+                                       use_itemknn=False, state_options=_state_options(), max_users=max_users,
+                                       content=content)
         pipeline.fit(split.train, catalogue, collab=als.model)  # the same fit: reuse it
         ranker_metrics = score(pipeline)
 

@@ -65,6 +65,14 @@ def video_text(caption: str | None, hashtags: Iterable[str] = ()) -> str:
     return f"{caption or ''} {tags}".strip()
 
 
+def hashtag_index(video_ids: Sequence[str], hashtags: Sequence[Iterable[str]]) -> ContentIndex | None:
+    """The index the API serves from, over hashtags only (its catalog keeps no captions), which
+    `clipfeed train` builds the same way so the ranker learns the content similarity it is
+    served. None when no video has a hashtag."""
+    texts = [video_text("", tags) for tags in hashtags]
+    return ContentIndex().build(list(video_ids), texts) if any(texts) else None
+
+
 class ContentIndex:
     """Video vectors and an ANN index over them. Vectors are the text embedding, optionally
     concatenated with (normalised, down-weighted) media features."""

@@ -30,6 +30,7 @@ SOURCE_SIZES = {"collaborative": 150, "short_term": 60, "itemknn": 150, "content
 TRENDING_HALF_LIFE_S = 3 * 86_400.0
 RECENT_ITEMS = 50
 SHORT_TERM_ITEMS = 10
+CONTENT_ITEMS = 20
 # What a skip (left within 2 s) subtracts from a user's affinity to the creator/hashtags/sound.
 SKIP_PENALTY = 0.3
 
@@ -48,15 +49,18 @@ class LogState:
 
     def __init__(self, log: InteractionLog, catalogue: Sequence[str], *, sources: Sources, now: float | None = None,
                  skip_penalty: float = SKIP_PENALTY, velocity_half_life_s: float = TRENDING_HALF_LIFE_S,
-                 velocity_weights: dict[str, float] | None = None, online_sources: bool = False):
+                 velocity_weights: dict[str, float] | None = None, short_term_items: int = SHORT_TERM_ITEMS,
+                 content_items: int = CONTENT_ITEMS, online_sources: bool = False):
         """`online_sources`: name candidates only as the online sources do (the short-term
         collaborative list counts as "collaborative"), for rankers that will be served.
         `velocity_weights` (per event kind: view, like, comment, share): a video's velocity as the
         online feature store counts it, for rankers that will be served; without them, its
-        positive interactions."""
+        positive interactions. `short_term_items`, `content_items`: how many of the user's newest
+        positive rows make the short-term collaborative vector and the content profile."""
         self.skip_penalty = skip_penalty
         self.velocity_half_life_s = velocity_half_life_s
         self.velocity_weights = velocity_weights
+        self.short_term_items, self.content_items = short_term_items, content_items
         self.short_term_name = "collaborative" if online_sources else "short_term"
         self.log = log
         self.catalogue = list(catalogue)
@@ -188,11 +192,11 @@ class LogState:
         positives = [(v, w) for v, w, _ in recent if w > 0]
         short_term = None
         if self.sources.collab is not None and positives:
-            ids, ws = zip(*positives[:SHORT_TERM_ITEMS])
+            ids, ws = zip(*positives[:self.short_term_items])
             short_term = self.sources.collab.fold_in(ids, ws)
         content_vector = None
         if self.sources.content is not None and positives:
-            ids, ws = zip(*positives[:20])
+            ids, ws = zip(*positives[:self.content_items])
             content_vector = self.sources.content.profile(ids, ws)
         state = UserState(user_id=user, recent=recent, creator_affinity=dict(creator_aff),
                           hashtag_affinity=dict(tag_aff), sound_affinity=dict(sound_aff), follows=frozenset(follows),

@@ -233,7 +233,9 @@ def test_the_served_video_and_creator_features_are_the_ones_the_ranker_was_train
     feature store that has counted nothing since it started; the velocity, which only the store
     counts) agree for every video and creator of a platform built over HTTP, and so do the
     whole feature rows of its viewers (their affinities, skips included, and event counts)."""
-    from clipfeed.feed.feature_store import VideoCounters, feature_store, load_user
+    from clipfeed.feed.feature_store import VideoCounters, feature_store, load_user, positive_recent
+    from clipfeed.feed.foryou import _build_content
+    from clipfeed.feed.recsys.content import hashtag_index
     from clipfeed.feed.recsys.features import FEATURE_NAMES, build_features
     from clipfeed.feed.foryou import creator_states, video_state
     from clipfeed.feed.recsys.pipeline import LogState, Sources
@@ -258,7 +260,10 @@ def test_the_served_video_and_creator_features_are_the_ones_the_ranker_was_train
     assert client.post(f"/api/v1/videos/{videos[2]}/like", headers=viewer["headers"]).status_code == 200
 
     log = asyncio.run(load_training_log(settings))
-    trained = LogState(log, sorted(log.items), sources=Sources(None, None, None), **_state_options())
+    catalogue = sorted(log.items)
+    # The content index `clipfeed train` builds (hashtags only, as the API's).
+    content = hashtag_index(catalogue, [log.items[v].hashtags for v in catalogue])
+    trained = LogState(log, catalogue, sources=Sources(None, None, content), **_state_options())
     rows = np.array([trained.data.item_index[v] for v in videos])
 
     async def read_catalog(session):
@@ -284,18 +289,24 @@ def test_the_served_video_and_creator_features_are_the_ones_the_ranker_was_train
         assert live[video].velocity_now(trained.now) == pytest.approx(learned.velocity, rel=0.01), video
     # The whole feature rows of every viewer (no collaborative model here): what the store's
     # profile and the served states give, and what training computed, column by column.
-    served_states = [video_state(catalog.videos[v], live[v], trained.now) for v in videos]
+    served_content = _build_content(catalog, 1000)  # the API's content index
+    served_states = [video_state(catalog.videos[v], live[v], trained.now, served_content.vector(v)) for v in videos]
 
     async def profile_of(session, user_id):
         return await load_user(session, store, user_id)
 
+    similar = 0.0
     for user_id in sorted(set(log.user.tolist())):
         profile = factories.run(settings, lambda session: profile_of(session, user_id))
         follows = frozenset([alice["id"]]) if user_id == viewer["id"] else frozenset()
-        serving = build_features(profile.to_state(follows), served_states, served_creators, collab_scores=None,
+        state = profile.to_state(follows)
+        state.content_vector = served_content.profile(*positive_recent(state.recent))  # as ForYouEngine.rank
+        serving = build_features(state, served_states, served_creators, collab_scores=None,
                                  source_ids=[set()] * len(videos), now=trained.now)
         learned = trained.features(user_id, rows, [set()] * len(videos))
+        similar += float(learned[:, FEATURE_NAMES.index("content_sim")].sum())
         differ = [name for j, name in enumerate(FEATURE_NAMES)
                   if not np.allclose(serving[:, j], learned[:, j], rtol=0.01, atol=1e-4)]
         assert differ == [], (user_id, {name: (learned[:, FEATURE_NAMES.index(name)].tolist(),
                                                serving[:, FEATURE_NAMES.index(name)].tolist()) for name in differ})
+    assert similar > 0  # the content similarity was compared where it is not 0
