@@ -282,9 +282,12 @@ def train_models(data: InteractionLog, settings: Settings, *, seed: int = 0, ste
         # The grid search's pick, recorded: it is made on the sample's interactions only.
         collab_metrics = {**score(als), **{f"als_{name}": float(value) for name, value in als.params.items()}}
     with _step(steps, "pipeline (ALS + LightGBM ranker) on the holdout split"):
-        # The content index the API serves from (hashtags only), so content_sim is the served one.
-        served = [v for v in catalogue if v in (data.items or {})]
-        content = hashtag_index(served, [data.items[v].hashtags for v in served])
+        # The content index the API serves from (hashtags only, the newest feed_content_index_max
+        # videos), so content_sim is the served one.
+        meta = data.items or {}
+        served = sorted((v for v in catalogue if v in meta), key=lambda v: -(meta[v].created_ts or 0.0))
+        served = served[:settings.feed_content_index_max]
+        content = hashtag_index(served, [meta[v].hashtags for v in served])
         pipeline = ClipfeedRecommender(weights=settings.feed_score_weights, seed=seed, als_params=als.params,
                                        use_itemknn=False, state_options=_state_options(), max_users=max_users,
                                        content=content)
