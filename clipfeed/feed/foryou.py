@@ -52,7 +52,7 @@ from clipfeed.feed.feature_store import (FeatureStore, VideoCounters, deployment
                                          positive_recent)
 from clipfeed.feed.impressions import ImpressionLog
 from clipfeed.feed.models import Impression, NotInterested
-from clipfeed.feed.recsys.features import CreatorState, VideoState
+from clipfeed.feed.recsys.features import CreatorState, UserState, VideoState
 from clipfeed.feed.reranking import (LOOKAHEAD, Ranked, diversify, fits_creator_rules, out_of_collections,
                                      visible_rows)
 from clipfeed.feed.sources import (Catalog, CatalogCache, SourceContext, VideoMeta, _keep_out_of_collections,
@@ -519,8 +519,6 @@ class ForYouEngine:
             log.error("For You: feature store unavailable: %s", exc)
             counters, live_creators = {}, {}
         creators = creator_states(catalog, live_creators, creator_ids)
-        from clipfeed.feed.recsys.features import UserState
-
         # The content similarity feature, as in training: the candidates' vectors against the
         # profile of what the viewer recently liked or completed (it was always 0 when served).
         content = self.content_index(catalog)
