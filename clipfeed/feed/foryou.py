@@ -48,8 +48,7 @@ from clipfeed.config import Settings
 from clipfeed.errors import ClipfeedError
 from clipfeed.feed import events as feed_events
 from clipfeed.feed import trending
-from clipfeed.feed.feature_store import (FeatureStore, VideoCounters, deployment_key, feature_store, load_user,
-                                         positive_recent)
+from clipfeed.feed.feature_store import FeatureStore, VideoCounters, deployment_key, feature_store, load_user
 from clipfeed.feed.impressions import ImpressionLog
 from clipfeed.feed.models import Impression, NotInterested
 from clipfeed.feed.recsys.features import CreatorState, UserState, VideoState
@@ -527,13 +526,12 @@ class ForYouEngine:
                   for meta in metas]
         await _let_others_run()
         user_state = state or UserState(user_id=user_id or "")
-        recent_ids, recent_weights = positive_recent(user_state.recent)
-        if content is not None and recent_ids:
-            user_state.content_vector = content.profile(recent_ids, recent_weights)
+        if content is not None:
+            user_state.content_vector = ctx.content_profile(content)
         collab_scores = short_scores = None
         if collab is not None:
             collab_scores = collab.scores(collab.user_vector(user_id) if user_id else None, ids)
-            short = collab.fold_in(recent_ids, recent_weights) if recent_ids else None
+            short = ctx.short_term_vector()
             short_scores = collab.scores(short, ids) if short is not None else None
             user_state.short_term_vector = short
             await _let_others_run()

@@ -415,6 +415,29 @@ class SourceContext:
     # The viewer's scratch space, kept with their queue from one ranking to the next (a source
     # keys its own entries by its name).
     memo: dict = field(default_factory=dict)
+    # Vectors derived from `recent` once per ranking: the sources query with them and the ranker
+    # scores with them, which must be the same vectors (and were computed twice).
+    _derived: dict = field(default_factory=dict, init=False, repr=False)
+
+    def recent_positives(self) -> tuple[list[str], list[float]]:
+        if "positives" not in self._derived:
+            self._derived["positives"] = positive_recent(self.recent)
+        return self._derived["positives"]
+
+    def short_term_vector(self):
+        """The collaborative model's fold-in of the recent positives (None without either)."""
+        if "short_term" not in self._derived:
+            ids, weights = self.recent_positives()
+            self._derived["short_term"] = self.collab.fold_in(ids, weights) if self.collab is not None and ids else None
+        return self._derived["short_term"]
+
+    def content_profile(self, index):
+        """The content `index`'s profile of the recent positives (None without either)."""
+        key = ("content_profile", id(index))
+        if key not in self._derived:
+            ids, weights = self.recent_positives()
+            self._derived[key] = index.profile(ids, weights) if index is not None and ids else None
+        return self._derived[key]
 
     def allowed(self, video_id: str) -> bool:
         """May this video be proposed to the viewer (from the catalog's facts)?"""
@@ -565,10 +588,9 @@ class CollaborativeSource(_Base):
         long_term = model.user_vector(ctx.user_id) if ctx.user_id else None
         if long_term is not None:
             scored += model.nearest(long_term, want, excluded_rows=excluded)
-        ids, weights = positive_recent(ctx.recent)
-        short_term = model.fold_in(ids, weights) if ids else None
+        short_term = ctx.short_term_vector()
         if short_term is not None:
-            scored += model.nearest(short_term, want, ids, excluded_rows=excluded)
+            scored += model.nearest(short_term, want, ctx.recent_positives()[0], excluded_rows=excluded)
         return _take(ctx, scored, self.name)
 
 
@@ -582,11 +604,10 @@ class ContentSource(_Base):
         index = ctx.content
         if index is None:
             return []
-        ids, weights = positive_recent(ctx.recent)
-        vector = index.profile(ids, weights) if ids else None
+        vector = ctx.content_profile(index)
         if vector is None:
             return []
-        return _take(ctx, index.nearest(vector, ctx.k, itertools.chain(ctx.exclude, ids),
+        return _take(ctx, index.nearest(vector, ctx.k, itertools.chain(ctx.exclude, ctx.recent_positives()[0]),
                                         _rows_memo(ctx, self.name, index)), self.name)
 
 
