@@ -403,8 +403,12 @@ class ForYouEngine:
 
     async def settle(self) -> None:
         """Wait until the background work in flight (index builds, refills, re-ranks) is done."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        while True:
+            while self._tasks:
+                await asyncio.gather(*list(self._tasks), return_exceptions=True)
+            await asyncio.sleep(0)  # a finished re-rank may have scheduled another (call_soon)
+            if not self._tasks:
+                return
 
     def _spawn(self, coro) -> None:
         task = asyncio.get_running_loop().create_task(coro)
