@@ -30,11 +30,13 @@ from clipfeed.feed.recsys.content import hashtag_index
 from clipfeed.feed.recsys.dataset import InteractionLog, ItemMeta, sample_users, temporal_split
 from clipfeed.feed.recsys.metrics import evaluate
 from clipfeed.feed.recsys.pipeline import ClipfeedRecommender
+from clipfeed.feed.recsys.ranker import HeuristicRanker
 from clipfeed.feed.recsys.registry import ModelRegistry
 
 log = logging.getLogger("clipfeed.feed.training")
 
 COMPARE_ON = "ndcg@20"
+HEURISTIC_SCORE = f"heuristic_{COMPARE_ON}"  # the ranker's metric of the heuristic ranker on its holdout
 K = 20
 
 
@@ -256,7 +258,12 @@ def train_models(data: InteractionLog, settings: Settings, *, seed: int = 0, ste
     use a bounded, hash-seeded sample of users (`feed_training_max_users`), the same users for
     both models and mostly the same from one run to the next, so the registry compares like
     with like. Returns (collab model, ranker, collab metrics, ranker metrics); `steps` gets
-    each step's time and peak RSS."""
+    each step's time and peak RSS.
+
+    The heuristic ranker (served while no learned one is) is scored on the same holdout in the
+    same pipeline, recorded as the ranker's `heuristic_ndcg@20`: a learned ranker that does not
+    beat it there is not promoted. (The served learned ranker is not scored there: it was trained
+    on events of this holdout, which would flatter it.)"""
     catalogue = data.all_items
     max_users = settings.feed_training_max_users
     with _step(steps, "holdout split"):
@@ -293,6 +300,10 @@ def train_models(data: InteractionLog, settings: Settings, *, seed: int = 0, ste
                                        content=content)
         pipeline.fit(split.train, catalogue, collab=als.model)  # the same fit: reuse it
         ranker_metrics = score(pipeline)
+    with _step(steps, "heuristic ranker on the same holdout"):
+        learned, pipeline.ranker = pipeline.ranker, HeuristicRanker()
+        ranker_metrics[HEURISTIC_SCORE] = score(pipeline)[COMPARE_ON]
+        pipeline.ranker = learned
 
     with _step(steps, "ALS on everything (published)"):
         final_als = ALS(als.params, tune=False, seed=seed).fit(data, catalogue)
@@ -360,7 +371,14 @@ async def train_and_publish(settings: Settings, force: bool = True) -> TrainingR
                 log.warning("no %s model learned (too few labels); nothing published", kind)
                 continue
             metrics = {**metrics, "interactions": float(len(data))}
-            version, promoted = await registry.publish(kind, model, metrics, compare_on=COMPARE_ON)
+            version, promoted = await registry.publish(kind, model, metrics, compare_on=COMPARE_ON,
+                                                       must_beat=metrics.get(HEURISTIC_SCORE))
+            if not promoted:
+                heuristic = metrics.get(HEURISTIC_SCORE)
+                reason = (f"the heuristic ranker scored {heuristic:.4f} on the same holdout"
+                          if heuristic is not None and metrics[COMPARE_ON] <= heuristic
+                          else "the current version scored higher or equal (on its own holdout)")
+                log.warning("%s %s not promoted: %s %.4f; %s", kind, version, COMPARE_ON, metrics[COMPARE_ON], reason)
             report.published[kind] = {"version": version, "promoted": promoted, "metrics": metrics}
     report.seconds = time.perf_counter() - started
     log.info("trained on %s interactions in %.1fs: %s", report.events, report.seconds, report.published)

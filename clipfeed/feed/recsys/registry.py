@@ -77,10 +77,12 @@ class ModelRegistry:
         await self.store.put(self._key(kind, "index.json"), _one_chunk(json.dumps(index, indent=1).encode()))
         self._index_cache.pop(kind, None)
 
-    async def publish(self, kind: str, model, metrics: dict, *, compare_on: str) -> tuple[str, bool]:
+    async def publish(self, kind: str, model, metrics: dict, *, compare_on: str,
+                      must_beat: float | None = None) -> tuple[str, bool]:
         """Store `model` (anything with `save(path)`) as a new version; promote it if its
         `metrics[compare_on]` beats the current version's (higher is better) or none is current.
-        Returns (version, promoted)."""
+        `must_beat`: besides, a score it must beat on its own holdout (e.g. the untrained default's
+        there). Returns (version, promoted)."""
         if compare_on not in metrics:
             raise ValueError(f"metrics lack the comparison metric {compare_on!r}")
         version = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
@@ -91,7 +93,8 @@ class ModelRegistry:
         index = await self._read_index(kind)
         current = next((v for v in index["versions"] if v["version"] == index["current"]), None)
         new_value = float(metrics[compare_on])
-        promoted = current is None or new_value > float(current["metrics"].get(compare_on, float("-inf")))
+        promoted = ((current is None or new_value > float(current["metrics"].get(compare_on, float("-inf"))))
+                    and (must_beat is None or new_value > must_beat))
         index["versions"].append({"version": version, "created_at": datetime.now(UTC).isoformat(),
                                   "metrics": {k: float(v) for k, v in metrics.items()}, "compare_on": compare_on})
         if promoted:

@@ -181,6 +181,30 @@ def test_rankers_predict_every_head_and_lightgbm_round_trips(tmp_path):
         assert np.allclose(again.predict(X)[head], ranker.predict(X)[head])
 
 
+def test_registry_promotes_only_what_beats_the_untrained_default_on_its_own_holdout(tmp_path, collab):
+    """`must_beat` (e.g. the heuristic ranker's score on the new model's holdout) is a second bar
+    beside the current version's recorded score."""
+    registry = ModelRegistry(LocalStore(tmp_path / "blobs"), refresh_s=0)
+
+    async def scenario():
+        # Nothing promoted yet, but the default scored higher on this holdout: not promoted.
+        _v1, promoted1 = await registry.publish("collab", collab, {"ndcg@20": 0.30}, compare_on="ndcg@20",
+                                                must_beat=0.31)
+        assert promoted1 is False and await registry.current("collab") is None
+        v2, promoted2 = await registry.publish("collab", collab, {"ndcg@20": 0.05}, compare_on="ndcg@20",
+                                               must_beat=0.04)
+        # Better than the default on its holdout, but not better than the current version.
+        _v3, promoted3 = await registry.publish("collab", collab, {"ndcg@20": 0.045}, compare_on="ndcg@20",
+                                                must_beat=0.04)
+        v4, promoted4 = await registry.publish("collab", collab, {"ndcg@20": 0.06}, compare_on="ndcg@20",
+                                               must_beat=0.04)
+        assert (promoted2, promoted3, promoted4) == (True, False, True)
+        assert (await registry.current("collab"))[0] == v4
+        assert [e["current"] for e in await registry.list("collab")] == [False, False, False, True]
+
+    asyncio.run(scenario())
+
+
 def test_registry_promotes_only_better_models_lists_and_rolls_back(tmp_path, collab):
     registry = ModelRegistry(LocalStore(tmp_path / "blobs"), refresh_s=0)
 

@@ -84,8 +84,12 @@ def test_train_publishes_versioned_models_from_the_event_log(settings):
     report = asyncio.run(train_and_publish(settings))
     assert set(report.published) == {"collab", "ranker"}
     for outcome in report.published.values():
-        assert outcome["promoted"] is True
         assert 0 < outcome["metrics"]["ndcg@20"] <= 1
+    assert report.published["collab"]["promoted"] is True  # nothing was served
+    # The first learned ranker must beat the heuristic one (served so far) on the same holdout.
+    first = report.published["ranker"]["metrics"]
+    assert first["ndcg@20"] > first["heuristic_ndcg@20"] > 0  # on this platform the learned ranker wins
+    assert report.published["ranker"]["promoted"] is True
     registry = ModelRegistry(build_store(settings), refresh_s=0)
 
     async def served():
@@ -102,8 +106,9 @@ def test_train_publishes_versioned_models_from_the_event_log(settings):
     # Same data, same seed: the new versions are no better, so the served ones stay.
     again = asyncio.run(train_and_publish(settings))
     for kind, outcome in again.published.items():
-        better = outcome["metrics"]["ndcg@20"] > report.published[kind]["metrics"]["ndcg@20"]
-        assert outcome["promoted"] is better
+        metrics = outcome["metrics"]
+        better = metrics["ndcg@20"] > report.published[kind]["metrics"]["ndcg@20"]
+        assert outcome["promoted"] is (better and metrics["ndcg@20"] > metrics.get("heuristic_ndcg@20", 0))
     # The periodic job's check: not due yet.
     with pytest.raises(TrainingSkipped, match="min old"):
         asyncio.run(train_and_publish(settings, force=False))
@@ -135,9 +140,15 @@ def test_train_on_a_sample_of_the_users_still_publishes_scored_models(settings_f
         assert outcome["metrics"]["holdout_users"] == 15
         assert 0 < outcome["metrics"]["ndcg@20"] <= 1
     assert report.published["collab"]["metrics"]["als_factors"] in (8, 16, 32, 64)  # the grid's pick
-    (_, collab), (_, ranker) = asyncio.run(_served(settings))
+    (_, collab), served_ranker = asyncio.run(_served(settings))
     assert len(collab.user_ids) > 15
-    assert isinstance(ranker, LightGBMRanker)
+    # Served only if it beat the heuristic ranker on the sample's holdout (15 users: either way).
+    ranker = report.published["ranker"]
+    assert ranker["promoted"] is (ranker["metrics"]["ndcg@20"] > ranker["metrics"]["heuristic_ndcg@20"])
+    if ranker["promoted"]:
+        assert isinstance(served_ranker[1], LightGBMRanker)
+    else:
+        assert served_ranker is None
 
 
 async def _served(settings):
