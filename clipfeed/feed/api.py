@@ -72,6 +72,7 @@ async def feed_for_you(session: ReadSession, db: Db, store: Store, viewer: Optio
     body = {"items": items, "next_cursor": page["next_cursor"], "mode": page["mode"]}
     if explain:
         body["dropped"] = page["dropped"]
+        body["models"] = await engine.model_versions()
     return JSONResponse(body)
 
 

@@ -256,6 +256,9 @@ class ForYouEngine:
         self._blob_store = blob_store
         self._model_failures: dict[str, tuple[float, str]] = {}
         self._frozen_models: dict[str, object] = {}  # per kind: the model last moved out of GC's reach
+        # Per kind: the version last loaded (None: none published, the heuristic ranker / no
+        # collaborative source); absent while unavailable. Shown by ?explain=1.
+        self.served_versions: dict[str, str | None] = {}
         self._content: tuple[int, object] | None = None
         self._content_building = False
         # Anonymous viewers share one ranked list per region, rebuilt every ANON_TTL_S; the
@@ -359,14 +362,17 @@ class ForYouEngine:
             raise ModelUnavailable(failed[1])
         registry = self.registry()
         if registry is None:
+            self.served_versions[kind] = None
             return None
         try:
             current = await registry.current(kind)
         except ModelUnavailable as exc:
             self._model_failures[kind] = (time.monotonic(), str(exc))
+            self.served_versions.pop(kind, None)
             log.error("For You: %s model unavailable, serving the fallback feed: %s", kind, exc)
             raise
         self._model_failures.pop(kind, None)
+        self.served_versions[kind] = current[0] if current is not None else None
         if current is None:
             return None
         if self._frozen_models.get(kind) is not current[1]:
@@ -375,6 +381,17 @@ class ForYouEngine:
             self._frozen_models[kind] = current[1]
             _keep_out_of_collections(self.settings)
         return current[1]
+
+    async def model_versions(self) -> dict[str, str | None]:
+        """The served version of each model kind (None: none published); an unavailable one is left out."""
+        from clipfeed.feed.recsys.registry import ModelUnavailable
+
+        for kind in ("ranker", "collab"):
+            try:
+                await self.model(kind)
+            except ModelUnavailable:
+                pass
+        return dict(self.served_versions)
 
     def content_index(self, catalog: Catalog):
         """A ContentIndex over the catalog (built in a thread for big catalogs; None meanwhile)."""

@@ -210,6 +210,7 @@ def test_anonymous_viewers_get_trending_and_exploration(client, settings):
     videos = {f.make_video(settings, owners[i % 4]["id"], f"clip {i}") for i in range(7)}
     body = page(client, limit=4, explain=1)
     assert body["mode"] == "cold_start" and len(body["items"]) == 4
+    assert body["models"] == {"ranker": None, "collab": None}  # none published: the heuristic ranker
     assert all(set(item["explain"]["sources"]) <= {"trending", "exploration", "following"} for item in body["items"])
     rest = page(client, limit=4, cursor=body["next_cursor"])
     ids = [i["id"] for i in body["items"] + rest["items"]]
@@ -267,6 +268,7 @@ def test_a_corrupt_model_degrades_to_the_fallback_feed(client, settings, caplog)
     assert {item["id"] for item in body["items"]} == public | {followed}
     assert all(set(item["explain"]["sources"]) <= {"trending", "following"} for item in body["items"])
     assert "models" in body["dropped"]
+    assert "ranker" not in body["models"]  # unavailable: no version is served
     assert any("ranker" in record.getMessage() and version in record.getMessage() for record in caplog.records)
     # Anonymous viewers too: never a 5xx.
     assert client.get("/api/v1/feed/for-you").status_code == 200
