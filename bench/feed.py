@@ -38,7 +38,9 @@ cost ~0.1 ms of CPU per request (pages/s and the server processes' CPU per page;
 Tail latency: queue pages are also timed while another user's background re-rank runs (that
 user's view, or a follow, sent just before; the follows stay for the later phases), and for the
 queue pages over 25 ms the bench prints what held them up (bench/_loopwatch.py: other tasks' loop
-steps, GC pauses, SQLite calls, time on / waiting for a CPU). `--platform-dir DIR` saves the built
+steps, GC pauses, SQLite calls, time on / waiting for a CPU); `--await-map` also prints, for every
+pair of consecutive await points of the ranking path, the loop time in between (bench/_awaitmap.py:
+which stretch of a re-rank a page can wait behind). `--platform-dir DIR` saves the built
 SQLite platform (database and published models) or reuses the one saved there, for A/B runs;
 `--catalog-refresh S` sets the served app's catalog refresh period (600 s unless given).
 
@@ -51,6 +53,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import multiprocessing
 import os
 import json
@@ -66,6 +69,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench._awaitmap import AwaitMap  # noqa: E402
 from bench._harness import print_table  # noqa: E402
 from bench._loopwatch import LoopWatch, sched_delta, sched_snapshot  # noqa: E402
 from bench.feed_data import FeedDataset as Dataset  # noqa: E402
@@ -698,6 +702,8 @@ def main() -> None:
                         help="SQLite: save the built platform (database, published models) to DIR, or reuse the "
                              "one saved there by an earlier run with the same sizes and seed (A/B runs)")
     parser.add_argument("--profile", metavar="FILE", help="write a cProfile of the For You page loop to FILE")
+    parser.add_argument("--await-map", action="store_true",
+                        help="print the ranking path's loop stretches between await points (bench/_awaitmap.py)")
     parser.add_argument("--seconds", type=int, default=0, help="ignored (shared CLI flag)")
     args = parser.parse_args()
     scaled = (args.videos, args.users, args.interactions) != TARGET
@@ -785,7 +791,10 @@ def main() -> None:
                 print(json.dumps(results["uvicorn"]), flush=True)
                 return
             if args.serving:
-                results = asyncio.run(measure(settings, data, args.pages, args.profile, args.concurrency))
+                with AwaitMap() if args.await_map else contextlib.nullcontext() as await_map:
+                    results = asyncio.run(measure(settings, data, args.pages, args.profile, args.concurrency))
+                if await_map is not None:
+                    await_map.print()
                 results["concurrent_clients"] = args.concurrency
                 results["offline"] = offline
                 if args.uvicorn_workers:

@@ -38,16 +38,19 @@ class SeededPlatform:
 
 
 async def seed_platform(session, settings, platform: Platform, *, live_users: int, organic_users: int,
-                        interactions_per_user: int = 30) -> SeededPlatform:
+                        interactions_per_user: int = 30, organic_accounts: bool = False) -> SeededPlatform:
     """Write the platform in `session` (committed by the caller). Simulated users 0 .. live_users-1
     become accounts with tokens; the next `organic_users` leave their organic history (spread over
-    the last day) as events, so trending and training have something to learn from."""
+    the last day) as events, so trending has something to count — as anonymous views, or with
+    `organic_accounts` as accounts of their own (what training learns users from)."""
     now = utcnow()
     suffix = uuid.uuid4().hex[:6]
     creators = [User(handle=f"c{i}x{suffix}", display_name="Creator", password_hash="!")
                 for i in range(len(platform.creator_ids))]
     viewers = [User(handle=f"sim{i}x{suffix}", display_name="Sim", password_hash="!") for i in range(live_users)]
-    session.add_all(creators + viewers)
+    organic = [User(handle=f"org{i}x{suffix}", display_name="Sim", password_hash="!")
+               for i in range(organic_users if organic_accounts else 0)]
+    session.add_all(creators + viewers + organic)
     await session.flush()
     videos = []
     for v in range(len(platform.video_ids)):
@@ -67,18 +70,31 @@ async def seed_platform(session, settings, platform: Platform, *, live_users: in
     log = generate_log(platform, interactions_per_user=interactions_per_user)
     index = {vid: i for i, vid in enumerate(platform.video_ids)}
     rows = []
+    # The videos' counters as the view and like endpoints keep them (the catalog, the ranker's
+    # rates and the exploration pool read them; events written directly do not bump them).
+    counts = {video.id: {"view_count": 0, "completion_count": 0, "skip_count": 0, "like_count": 0}
+              for video in videos}
     for k in range(len(log)):
         u = int(log.user[k][1:])
         if u < live_users or u >= live_users + organic_users:
             continue
         video = videos[index[log.item[k]]]
         at = now - timedelta(minutes=float(k % 1300))
+        who = {"user_id": organic[u - live_users].id} if organic else {}
         rows.append(dict(kind="skip" if log.flags["skipped"][k] else "view", video_id=video.id,
                          creator_id=video.owner_id, watch_ms=int(log.flags["watch_ms"][k]),
-                         completed=bool(log.flags["completed"][k]), created_at=at))
+                         completed=bool(log.flags["completed"][k]), created_at=at, **who))
         if log.flags["liked"][k]:
-            rows.append(dict(kind="like", video_id=video.id, created_at=at))
+            rows.append(dict(kind="like", video_id=video.id, created_at=at, **who))
+        tally = counts[video.id]
+        tally["view_count"] += 1
+        tally["completion_count"] += bool(log.flags["completed"][k])
+        tally["skip_count"] += bool(log.flags["skipped"][k])
+        tally["like_count"] += bool(log.flags["liked"][k])
     session.add_all(InteractionEvent(**row) for row in rows)
+    for video in videos:
+        for column, value in counts[video.id].items():
+            setattr(video, column, value)
     return SeededPlatform([v.id for v in viewers], tokens, [v.id for v in videos])
 
 
