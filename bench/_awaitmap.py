@@ -3,9 +3,11 @@
 A page served beside a background re-rank waits for whatever stretch of the re-rank holds the
 loop when the page's own database answer arrives. `AwaitMap` marks every await point of the For
 You path — the ranking's yield points (`sources.yield_to_pages`) and every `AsyncSession` call —
-and records, per pair of consecutive points in one task, the wall and CPU time in between (one
-loop step: nothing else ran meanwhile), split into background (`in_background`) and foreground
-work. `bench/feed.py --await-map` prints the table.
+and records, per pair of consecutive points in one task, the wall and CPU time in between, split
+into background (`in_background`) and foreground work. Inside a ranking that is one loop step;
+a stretch that spans an await it does not mark (the in-process HTTP transport between two
+requests of the bench's client, a model registry read) also holds what other tasks ran meanwhile
+(the CPU is the loop thread's). `bench/feed.py --await-map` prints the table.
 """
 
 from __future__ import annotations
