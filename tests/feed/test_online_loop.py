@@ -34,7 +34,7 @@ def settings(settings_factory):
 
 @pytest.mark.slow
 def test_watch_time_rises_over_rounds_and_beats_trending(client, settings):
-    platform = simulate_platform(SimConfig(seed=11, users=LIVE_USERS + 60, videos=500, creators=60, topics=10,
+    platform = simulate_platform(SimConfig(seed=11, users=LIVE_USERS + 60, videos=1000, creators=60, topics=10,
                                            sounds=40))
     seeded = run(settings, lambda session: seed_platform(session, settings, platform, live_users=LIVE_USERS,
                                                          organic_users=60))
