@@ -19,8 +19,10 @@ embedded deployment, served by a real `clipfeed serve` over HTTP, once per arm:
 
 Each round is one session per viewer (2 pages of 10); every view, like and follow is reported
 through the API as a client would, and the behaviour model (`simulator.respond`) decides them.
-The table gives the mean simulated watch time per session by round and arm, and each arm against
-Trending; below it, what each training run published.
+The table gives, by round and arm, the mean simulated watch time per session and (after the
+slash) what the served items were worth on average (`simulator.expected_watch_ms`: the same
+feeds without the noise of the viewers' dice), each arm's expected watch against Trending's;
+below it, what each training run published.
 """
 
 from __future__ import annotations
@@ -116,6 +118,7 @@ def run_arm(arm: str, args, platform) -> dict:
     index = seeded.index
     server = ServerProcess(data_dir, workers=False, extra_env=ENV)
     per_round = np.zeros((args.rounds, args.viewers))
+    expected = np.zeros((args.rounds, args.viewers))
     trainings, modes = [], {}
     rngs = [np.random.default_rng(args.seed * 1000 + u) for u in range(args.viewers)]
     started = time.perf_counter()
@@ -123,10 +126,10 @@ def run_arm(arm: str, args, platform) -> dict:
         with httpx.Client(base_url=server.url, timeout=60) as client:
             for round_no in range(args.rounds):
                 for u in range(args.viewers):
-                    watched, served_modes = watch_session(client, platform, seeded, u, rngs[u],
-                                                          trending_only=arm == "trending", index=index)
-                    per_round[round_no, u] = watched
-                    for mode in served_modes:
+                    session = watch_session(client, platform, seeded, u, rngs[u],
+                                            trending_only=arm == "trending", index=index)
+                    per_round[round_no, u], expected[round_no, u] = session.watched_s, session.expected_s
+                    for mode in session.modes:
                         modes[mode] = modes.get(mode, 0) + 1
                 if arm == "trained" and round_no + 1 in args.train_after:
                     output, seconds = train(data_dir)
@@ -137,10 +140,10 @@ def run_arm(arm: str, args, platform) -> dict:
                           flush=True)
     finally:
         server.stop()
-    means = per_round.mean(axis=1)
-    print(f"{arm}: watch time per session by round {np.round(means, 1).tolist()} "
-          f"({time.perf_counter() - started:.0f} s; modes {modes})", flush=True)
-    return {"means": means, "trainings": trainings, "modes": modes}
+    means, expected_means = per_round.mean(axis=1), expected.mean(axis=1)
+    print(f"{arm}: watch time per session by round {np.round(means, 1).tolist()}, expected "
+          f"{np.round(expected_means, 1).tolist()} ({time.perf_counter() - started:.0f} s; modes {modes})", flush=True)
+    return {"means": means, "expected": expected_means, "trainings": trainings, "modes": modes}
 
 
 def main() -> None:
@@ -161,23 +164,22 @@ def main() -> None:
     results = {arm: run_arm(arm, args, platform) for arm in args.arms}
 
     base = results.get("trending")
-    headers = ["round"] + [f"{arm} (s / session)" for arm in results]
+
+    def cell(arm: str, rows: slice | int) -> str:
+        watched, worth = (float(np.mean(results[arm][key][rows])) for key in ("means", "expected"))
+        ratio = ""
+        if base is not None and arm != "trending":
+            ratio = f" ({worth / float(np.mean(base['expected'][rows])):.2f}x trending)"
+        return f"{watched:.1f} / {worth:.1f}{ratio}"
+
+    headers = ["round"] + [f"{arm}: watched / expected s" for arm in results]
     rows = []
     for round_no in range(args.rounds):
-        row = [str(round_no + 1) + (" (then trained)" if round_no + 1 in args.train_after and "trained" in results
-                                    else "")]
-        for arm, result in results.items():
-            value = result["means"][round_no]
-            ratio = f" ({value / base['means'][round_no]:.2f}x trending)" if base is not None and arm != "trending" else ""
-            row.append(f"{value:.1f}{ratio}")
-        rows.append(row)
+        trained_now = round_no + 1 in args.train_after and "trained" in results
+        rows.append([f"{round_no + 1}" + (" (then trained)" if trained_now else "")]
+                    + [cell(arm, round_no) for arm in results])
     late = slice(args.rounds // 2, None)
-    row = ["later half, mean"]
-    for arm, result in results.items():
-        value = result["means"][late].mean()
-        ratio = f" ({value / base['means'][late].mean():.2f}x trending)" if base is not None and arm != "trending" else ""
-        row.append(f"{value:.1f}{ratio}")
-    rows.append(row)
+    rows.append(["later half, mean"] + [cell(arm, late) for arm in results])
     print_table(f"bench/online_loop: {args.viewers} viewers, {args.organic} organic users, {args.videos} videos, "
                 f"seed {args.seed} (embedded deployment, real HTTP)", headers, rows)
     for training in results.get("trained", {}).get("trainings", []):

@@ -41,11 +41,11 @@ def test_watch_time_rises_over_rounds_and_beats_trending(client, settings):
     trending.recompute(settings)
 
     def session_watch(u, rng, trending_only):
-        watched, modes = watch_session(client, platform, seeded, u, rng, trending_only=trending_only,
-                                       pages=PAGES_PER_SESSION, page_size=PAGE)
+        session = watch_session(client, platform, seeded, u, rng, trending_only=trending_only,
+                                pages=PAGES_PER_SESSION, page_size=PAGE)
         if not trending_only:
-            assert set(modes) <= {"cold_start", "personalized"}, modes
-        return watched
+            assert set(session.modes) <= {"cold_start", "personalized"}, session.modes
+        return session.watched_s
 
     baseline = []
     for u in range(LIVE_USERS):

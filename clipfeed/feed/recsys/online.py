@@ -20,7 +20,7 @@ import numpy as np
 from clipfeed.accounts import service as accounts
 from clipfeed.accounts.models import User
 from clipfeed.db import utcnow
-from clipfeed.feed.recsys.simulator import Platform, generate_log, respond
+from clipfeed.feed.recsys.simulator import Platform, expected_watch_ms, generate_log, respond
 from clipfeed.media.models import Video
 from clipfeed.social import tags
 from clipfeed.social.models import InteractionEvent
@@ -98,16 +98,22 @@ async def seed_platform(session, settings, platform: Platform, *, live_users: in
     return SeededPlatform([v.id for v in viewers], tokens, [v.id for v in videos])
 
 
+@dataclass
+class Session:
+    watched_s: float    # the simulated watch time (what the dice decided)
+    expected_s: float   # what the served items were worth on average (`expected_watch_ms`)
+    modes: list[str]    # the mode each page was served in
+
+
 def watch_session(client, platform: Platform, seeded: SeededPlatform, u: int, rng: np.random.Generator, *,
                   trending_only: bool = False, pages: int = 2, page_size: int = 10,
-                  index: dict[str, int] | None = None) -> tuple[float, list[str]]:
-    """One session of viewer `u` (an httpx.Client on the deployment): `pages` pages; returns the
-    simulated watch time in seconds and the modes the pages were served in. The trending-only
-    baseline only measures: it reports nothing, so it never learns."""
+                  index: dict[str, int] | None = None) -> Session:
+    """One session of viewer `u` (an httpx.Client on the deployment): `pages` pages. The
+    trending-only baseline only measures: it reports nothing, so it never learns."""
     index = index if index is not None else seeded.index
     headers = {"Authorization": f"Bearer {seeded.tokens[u]}"}
     path = "/api/v1/feed/trending" if trending_only else "/api/v1/feed/for-you"
-    total_ms, modes, cursor = 0, [], None
+    total_ms, expected_ms, modes, cursor = 0, 0.0, [], None
     for _ in range(pages):
         params = {"limit": page_size, **({"cursor": cursor} if cursor else {})}
         response = client.get(path, params=params, headers=headers)
@@ -118,6 +124,7 @@ def watch_session(client, platform: Platform, seeded: SeededPlatform, u: int, rn
             v = index[item["id"]]
             r = respond(platform, u, v, rng)
             total_ms += r.watch_ms
+            expected_ms += float(expected_watch_ms(platform, np.array([u]), np.array([v]))[0])
             if trending_only:
                 continue
             duration_ms = int(platform.video_duration[v] * 1000)
@@ -132,4 +139,4 @@ def watch_session(client, platform: Platform, seeded: SeededPlatform, u: int, rn
         cursor = body["next_cursor"]
         if not cursor:
             break
-    return total_ms / 1000, modes
+    return Session(total_ms / 1000, expected_ms / 1000, modes)

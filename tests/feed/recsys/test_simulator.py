@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from clipfeed.feed.recsys.simulator import (SimConfig, completion_probability, generate_log, respond,
+from clipfeed.feed.recsys.simulator import (SimConfig, completion_probability, expected_watch_ms, generate_log, respond,
                                             respond_many, simulate_platform)
 
 SMALL = SimConfig(seed=3, users=60, videos=300, creators=60, interactions_per_user=30)
@@ -55,3 +55,25 @@ def test_single_respond_matches_the_model():
     duration_ms = platform.video_duration[0] * 1000
     assert (r.skipped and r.watch_ms < 2000) or r.completed or (2000 <= r.watch_ms <= duration_ms)
     assert not (r.liked and not r.completed)
+
+
+def test_expected_watch_is_the_mean_of_the_sampled_watch():
+    platform = simulate_platform(SMALL)
+    # The shortest and longest videos (the partial watch's 2 s floor bites on short ones) for a
+    # few users: each pair sampled many times.
+    order = np.argsort(platform.video_duration)
+    videos = np.concatenate([order[:3], order[-3:]])
+    users = np.arange(4)
+    pairs_u, pairs_v = np.repeat(users, len(videos)), np.tile(videos, len(users))
+    draws = 20_000
+    response = respond_many(platform, np.repeat(pairs_u, draws), np.repeat(pairs_v, draws), np.random.default_rng(2))
+    sampled = response["watch_ms"].reshape(len(pairs_u), draws)
+    expected = expected_watch_ms(platform, pairs_u, pairs_v)
+    standard_error = sampled.std(axis=1) / np.sqrt(draws)
+    assert np.all(np.abs(sampled.mean(axis=1) - expected) < 4 * standard_error + 1.0), (sampled.mean(axis=1), expected)
+    # For one video, the viewers who match it better are expected to watch it longer.
+    everyone = np.arange(len(platform.user_ids))
+    one_video = np.full(len(everyone), videos[-1])
+    watch = expected_watch_ms(platform, everyone, one_video)
+    assert np.corrcoef(np.argsort(np.argsort(watch)),
+                       np.argsort(np.argsort(completion_probability(platform, everyone, one_video))))[0, 1] > 0.95
