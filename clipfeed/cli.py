@@ -198,13 +198,13 @@ def eval_command(
     """Compare popularity, item-kNN, ALS and clipfeed on a temporal split (Recall, NDCG, coverage, novelty)."""
     import json
 
-    from clipfeed.feed.recsys.evaluation import load_log, render_table, run_evaluation, simulated_log
+    from clipfeed.feed.recsys.evaluation import load_log, render_table, run_evaluation, simulated
 
     if simulate_ == (log_path is not None):
         raise typer.BadParameter("give exactly one of --simulate or --log PATH")
     try:
-        log = simulated_log(seed=seed, users=users, videos=videos) if simulate_ else load_log(log_path)
-        result = run_evaluation(log, k=k, seed=seed, weights=Settings().feed_score_weights)
+        log, platform = simulated(seed=seed, users=users, videos=videos) if simulate_ else (load_log(log_path), None)
+        result = run_evaluation(log, k=k, seed=seed, weights=Settings().feed_score_weights, platform=platform)
     except (ValueError, FileNotFoundError) as exc:
         console.print(f"[red]cannot evaluate:[/] {exc}")
         raise typer.Exit(2) from exc

@@ -3,7 +3,10 @@ and the full clipfeed pipeline on Recall@K, NDCG@K, catalogue coverage and novel
 
 Protocol: per user, the first 80 % of their interactions in time train every model; for the
 rest, each model ranks every item the user has not interacted with in training, and the hits
-are the positive test interactions (completed or liked; MovieLens: rating ≥ 4).
+are the positive test interactions (completed or liked; MovieLens: rating ≥ 4). On a simulated
+platform each model's top K is also scored by the behaviour model itself (`simulator.ground_truth`:
+expected watch seconds and completion probability of the K videos): the held-out log rewards
+predicting what the organic process shows next, the ground truth only what a viewer gets.
 
 clipfeed here: on a log with video metadata, the pipeline's ranker score mixed with
 `blend.SignalBlend` (the mixing weight chosen on an inner split of train); without metadata
@@ -22,7 +25,7 @@ from clipfeed.feed.recsys.baselines import ALS, ItemKNN, Popularity
 from clipfeed.feed.recsys.dataset import InteractionLog, load_udata, temporal_split
 from clipfeed.feed.recsys.metrics import evaluate
 from clipfeed.feed.recsys.pipeline import ClipfeedRecommender
-from clipfeed.feed.recsys.simulator import SimConfig, generate_log, simulate_platform
+from clipfeed.feed.recsys.simulator import Platform, SimConfig, generate_log, ground_truth, simulate_platform
 
 MODEL_NAMES = ("popularity", "itemknn", "als", "clipfeed")
 
@@ -42,11 +45,18 @@ class EvaluationResult:
                 "als_params": self.als_params}
 
 
-def simulated_log(*, seed: int = 0, users: int = 500, videos: int = 2000, interactions_per_user: int = 80
-                  ) -> InteractionLog:
+def simulated(*, seed: int = 0, users: int = 500, videos: int = 2000, interactions_per_user: int = 80
+              ) -> tuple[InteractionLog, Platform]:
+    """A simulated platform and its interaction log."""
     cfg = SimConfig(seed=seed, users=users, videos=videos, creators=max(10, videos // 5),
                     interactions_per_user=interactions_per_user)
-    return generate_log(simulate_platform(cfg))
+    platform = simulate_platform(cfg)
+    return generate_log(platform), platform
+
+
+def simulated_log(*, seed: int = 0, users: int = 500, videos: int = 2000, interactions_per_user: int = 80
+                  ) -> InteractionLog:
+    return simulated(seed=seed, users=users, videos=videos, interactions_per_user=interactions_per_user)[0]
 
 
 def load_log(path: str | Path) -> InteractionLog:
@@ -57,7 +67,9 @@ def load_log(path: str | Path) -> InteractionLog:
 
 
 def run_evaluation(log: InteractionLog, *, k: int = 20, seed: int = 0, weights: Mapping[str, float] | None = None,
-                   models: Sequence[str] = MODEL_NAMES, progress=None) -> EvaluationResult:
+                   models: Sequence[str] = MODEL_NAMES, progress=None, platform: Platform | None = None
+                   ) -> EvaluationResult:
+    """`platform`: the simulated platform the log came from, to add the ground-truth metrics."""
     if len(log) == 0:
         raise ValueError("the interaction log is empty")
     split = temporal_split(log)
@@ -92,6 +104,8 @@ def run_evaluation(log: InteractionLog, *, k: int = 20, seed: int = 0, weights: 
         seconds[name] = time.perf_counter() - started
         results[name] = evaluate(recs, split.relevant, k=k, catalogue_size=len(catalogue),
                                  users_per_item=users_per_item, n_users=n_users)
+        if platform is not None:
+            results[name].update(ground_truth(platform, recs, k))
         if progress:
             progress(name, results[name], seconds[name])
     return EvaluationResult(results, seconds, users=len(set(log.user.tolist())), items=len(catalogue),
@@ -104,11 +118,20 @@ def render_table(result: EvaluationResult, *, k: int = 20, goal: float = 1.10):
 
     table = Table(title=f"offline evaluation — {result.users} users, {result.items} items, "
                         f"{result.interactions} interactions, temporal split 80/20")
-    for col in ("model", f"Recall@{k}", f"NDCG@{k}", "coverage", "novelty", "seconds"):
-        table.add_column(col, justify="left" if col == "model" else "right")
+    truth = all(f"watch_s@{k}" in m for m in result.models.values())
+    columns = ["model", f"Recall@{k}", f"NDCG@{k}", "coverage", "novelty", "seconds"]
+    if truth:  # a simulated platform: what the top k is worth to its viewers
+        columns[-1:-1] = [f"watch s@{k} (truth)", f"completion@{k} (truth)"]
+    for col in columns:
+        if col == "model":  # never truncated, however narrow the terminal
+            table.add_column(col, justify="left", no_wrap=True, min_width=max(map(len, result.models)))
+        else:
+            table.add_column(col, justify="right")
     for name, m in result.models.items():
-        table.add_row(name, f"{m[f'recall@{k}']:.4f}", f"{m[f'ndcg@{k}']:.4f}", f"{m['coverage']:.3f}",
-                      f"{m['novelty']:.2f}", f"{result.seconds[name]:.1f}")
+        cells = [name, f"{m[f'recall@{k}']:.4f}", f"{m[f'ndcg@{k}']:.4f}", f"{m['coverage']:.3f}", f"{m['novelty']:.2f}"]
+        if truth:
+            cells += [f"{m[f'watch_s@{k}']:.1f}", f"{m[f'completion@{k}']:.3f}"]
+        table.add_row(*cells, f"{result.seconds[name]:.1f}")
     if "als" in result.models and "clipfeed" in result.models and result.models["als"][f"ndcg@{k}"] > 0:
         ratio = result.models["clipfeed"][f"ndcg@{k}"] / result.models["als"][f"ndcg@{k}"]
         table.caption = f"clipfeed NDCG@{k} / ALS = {ratio:.3f} (goal ≥ {goal:.2f}: {'met' if ratio >= goal else 'NOT met'})"

@@ -10,6 +10,7 @@ the feed tests) measure recommendations against a ground truth we control.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -219,6 +220,28 @@ def expected_watch_ms(platform: Platform, users: np.ndarray, videos: np.ndarray)
     mean_partial_ms = (floor * (inside - low) + (high ** 2 - inside ** 2) / 2) / (high - low)
     return (p * completed_ms
             + (1.0 - p) * (skip_chance * mean_skip_ms + (1.0 - skip_chance) * mean_partial_ms))
+
+
+def ground_truth(platform: Platform, recs: Mapping[str, Sequence[str]], k: int) -> dict[str, float]:
+    """What each user's top `k` is worth by the behaviour model itself (simulated platforms only):
+    `watch_s@k`, the expected seconds watched of those k videos, and `completion@k`, their mean
+    completion probability, averaged over the users. Unlike recall/NDCG on a held-out log, this
+    does not reward predicting what the organic process would show next, only what a viewer gets."""
+    user_of = {u: i for i, u in enumerate(platform.user_ids)}
+    video_of = {v: i for i, v in enumerate(platform.video_ids)}
+    users, videos, owner = [], [], []
+    for n, (user, ranked) in enumerate(recs.items()):
+        for video in ranked[:k]:
+            users.append(user_of[user])
+            videos.append(video_of[video])
+            owner.append(n)
+    if not recs or not users:
+        return {f"watch_s@{k}": 0.0, f"completion@{k}": 0.0}
+    users, videos, owner = np.array(users), np.array(videos), np.array(owner)
+    watch_s = np.bincount(owner, weights=expected_watch_ms(platform, users, videos) / 1000, minlength=len(recs))
+    completion = np.bincount(owner, weights=completion_probability(platform, users, videos), minlength=len(recs))
+    listed = np.maximum(np.bincount(owner, minlength=len(recs)), 1)
+    return {f"watch_s@{k}": float(watch_s.mean()), f"completion@{k}": float((completion / listed).mean())}
 
 
 def respond(platform: Platform, user_index: int, video_index: int, rng: np.random.Generator, *,

@@ -22,8 +22,13 @@ def test_clipfeed_beats_als_by_ten_percent_on_a_seeded_platform():
     models = report["models"]
     assert set(models) == MODELS
     for metrics in models.values():
-        assert set(metrics) == {"recall@20", "ndcg@20", "coverage", "novelty"}
+        # a simulated platform adds what each top 20 is worth by the behaviour model itself
+        assert set(metrics) == {"recall@20", "ndcg@20", "coverage", "novelty", "watch_s@20", "completion@20"}
         assert 0 <= metrics["recall@20"] <= 1 and 0 <= metrics["ndcg@20"] <= 1 and 0 <= metrics["coverage"] <= 1
+        assert 0 < metrics["completion@20"] < 1 and metrics["watch_s@20"] > 0
+    # by that ground truth too, personal recommendations beat the popularity list
+    assert models["als"]["completion@20"] > 1.5 * models["popularity"]["completion@20"]
+    assert models["clipfeed"]["watch_s@20"] > models["popularity"]["watch_s@20"]
     # personalised models beat popularity; the full pipeline beats ALS by the goal margin
     assert models["als"]["ndcg@20"] > 1.5 * models["popularity"]["ndcg@20"]
     assert models["clipfeed"]["ndcg@20"] >= 1.10 * models["als"]["ndcg@20"], models
@@ -45,6 +50,7 @@ def test_simulate_writes_a_udata_log_that_eval_reads(tmp_path):
     assert again.read_text() == out.read_text()
     report = _eval("--log", str(out))
     assert set(report["models"]) == MODELS
+    assert "watch_s@20" not in report["models"]["als"]  # a log alone has no ground truth
     assert report["dataset"]["interactions"] == len(lines)
     assert report["models"]["als"]["ndcg@20"] > report["models"]["popularity"]["ndcg@20"]
     assert report["models"]["clipfeed"]["ndcg@20"] > 0
@@ -56,6 +62,7 @@ def test_table_output_shows_every_model_and_the_goal():
     for name in MODELS:
         assert name in result.output
     assert "NDCG@20" in result.output and "goal" in result.output
+    assert "watch" in result.output  # the ground-truth columns of a simulated platform
 
 
 @pytest.mark.parametrize("args", [[], ["--simulate", "--log", "x"]])

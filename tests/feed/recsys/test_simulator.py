@@ -1,9 +1,10 @@
 """The simulator is deterministic by seed and its behaviour model follows affinity and quality."""
 
 import numpy as np
+import pytest
 
-from clipfeed.feed.recsys.simulator import (SimConfig, completion_probability, expected_watch_ms, generate_log, respond,
-                                            respond_many, simulate_platform)
+from clipfeed.feed.recsys.simulator import (SimConfig, completion_probability, expected_watch_ms, generate_log,
+                                            ground_truth, respond, respond_many, simulate_platform)
 
 SMALL = SimConfig(seed=3, users=60, videos=300, creators=60, interactions_per_user=30)
 
@@ -77,3 +78,24 @@ def test_expected_watch_is_the_mean_of_the_sampled_watch():
     watch = expected_watch_ms(platform, everyone, one_video)
     assert np.corrcoef(np.argsort(np.argsort(watch)),
                        np.argsort(np.argsort(completion_probability(platform, everyone, one_video))))[0, 1] > 0.95
+
+
+def test_ground_truth_scores_a_list_by_what_its_viewers_get():
+    platform = simulate_platform(SMALL)
+    users = platform.user_ids[:20]
+    everyone = np.arange(len(platform.video_ids))
+
+    def top(u: int, score) -> list[str]:
+        return [platform.video_ids[v] for v in np.argsort(-score(np.full(len(everyone), u), everyone))[:20]]
+
+    best_completion = {user: top(u, lambda a, b: completion_probability(platform, a, b)) for u, user in enumerate(users)}
+    best_watch = {user: top(u, lambda a, b: expected_watch_ms(platform, a, b)) for u, user in enumerate(users)}
+    worst = {user: top(u, lambda a, b: -completion_probability(platform, a, b)) for u, user in enumerate(users)}
+    by_completion, by_watch, bad = (ground_truth(platform, recs, 20) for recs in (best_completion, best_watch, worst))
+    assert by_completion["completion@20"] > by_watch["completion@20"] > bad["completion@20"]
+    assert by_watch["watch_s@20"] > by_completion["watch_s@20"] > bad["watch_s@20"]
+    # the metric is per user: a user's list is only scored for that user
+    one = {users[0]: best_completion[users[0]]}
+    assert ground_truth(platform, one, 20)["completion@20"] == pytest.approx(
+        completion_probability(platform, np.zeros(20, dtype=int),
+                               np.array([platform.video_ids.index(v) for v in one[users[0]]])).mean())
