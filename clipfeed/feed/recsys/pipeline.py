@@ -415,7 +415,8 @@ class ClipfeedRecommender:
                  negatives_per_user: int = 60, n_estimators: int = 150, use_itemknn: bool = True,
                  als_params: dict | None = None, diversity: bool = True, learn_to_rank: bool = True,
                  state_options: Mapping | None = None, blend_without_metadata: bool = False,
-                 hybrid_blend: bool = False, max_users: int | None = None, content=_UNSET):
+                 hybrid_blend: bool = False, max_users: int | None = None, content=_UNSET,
+                 ranker_labels: str = "future"):
         """`state_options` go to every LogState (e.g. the online event weights for training).
         `blend_without_metadata`: on a log without item metadata, rank with `blend.SignalBlend`
         (offline evaluation of u.data logs; the served ranker always has the videos' metadata).
@@ -424,9 +425,16 @@ class ClipfeedRecommender:
         online feed does not compute the blend's signals).
         `max_users`: the ranker learns from at most this many users' labels (a seeded sample,
         `dataset.sample_users`); its sources are still fitted on every user's interactions.
-        `content`: a prebuilt `content_index` of the catalogue (else built once, on first fit)."""
+        `content`: a prebuilt `content_index` of the catalogue (else built once, on first fit).
+        `ranker_labels`: "future" (served): a user's candidates at an inner cut, labelled by what
+        the log shows them doing later, unexposed ones as negatives — so the ranker also learns
+        which items the user will be shown; "outcome": only what they were shown after the cut,
+        labelled by what they did with it (P(completion | shown); bench/ranker_objectives.py)."""
+        if ranker_labels not in ("future", "outcome"):
+            raise ValueError(f"ranker_labels must be 'future' or 'outcome', not {ranker_labels!r}")
         self.max_users = max_users
         self.content = content
+        self.ranker_labels = ranker_labels
         self.blend_without_metadata = blend_without_metadata
         self.hybrid_blend = hybrid_blend
         self.hybrid_weight: float | None = None
@@ -544,9 +552,16 @@ class ClipfeedRecommender:
             if user not in state._user_rows:
                 continue
             rows, sources = state.candidates(user)
+            user_labels = labels[user]
+            if self.ranker_labels == "outcome":
+                # What the user was shown after the cut, labelled by what they did with it; the
+                # source flags of those that a source would have proposed at the cut.
+                source_of = {int(r): names for r, names in zip(rows, sources)}
+                index = state.data.item_index
+                rows = np.array(sorted(index[v] for v in user_labels if v in index), dtype=np.int64)
+                sources = [source_of.get(int(r), set()) for r in rows]
             if not len(rows):
                 continue
-            user_labels = labels[user]
             ids = [catalogue[r] for r in rows]
             pos = np.array([user_labels.get(v, {}).get("completion", False) for v in ids])
             if not pos.any():
@@ -578,6 +593,34 @@ class ClipfeedRecommender:
                    groups=groups[~is_valid] if self.learn_to_rank else None,
                    valid_groups=groups[is_valid] if self.learn_to_rank else None)
         return ranker
+
+    def exposed_auc(self, later: InteractionLog, users: Sequence[str]) -> float:
+        """How well the ranker orders what each user was actually shown after the fit: per user,
+        the chance that a later positive of theirs scores above a later non-positive (ties half),
+        averaged over users with both. Unlike NDCG over every unseen item, it does not reward
+        predicting which items the user will be shown, only what they do once shown."""
+        state = self.state
+        shown: dict[str, list[tuple[int, bool]]] = defaultdict(list)
+        index = state.data.item_index
+        for u, v, positive in zip(later.user, later.item, later.positive):
+            if v in index:
+                shown[u].append((index[v], bool(positive)))
+        aucs = []
+        for user in users:
+            pairs = shown.get(user)
+            if user not in state._user_rows or not pairs:
+                continue
+            labels = np.array([positive for _, positive in pairs])
+            if labels.all() or not labels.any():
+                continue
+            candidate_rows, sources = state.candidates(user)
+            source_of = {int(r): names for r, names in zip(candidate_rows, sources)}
+            rows = np.array([r for r, _ in pairs], dtype=np.int64)
+            X = state.features(user, rows, [source_of.get(int(r), set()) for r in rows])
+            score = weighted_score(self.ranker.predict(X), self.weights)
+            above = score[labels][:, None] - score[~labels][None, :]
+            aucs.append(float((above > 0).mean() + 0.5 * (above == 0).mean()))
+        return float(np.mean(aucs)) if aucs else float("nan")
 
     def recommend(self, users: Sequence[str], k: int) -> dict[str, list[str]]:
         if getattr(self, "blend", None) is not None:

@@ -89,6 +89,8 @@ def test_train_publishes_versioned_models_from_the_event_log(settings):
     # The first learned ranker must beat the heuristic one (served so far) on the same holdout.
     first = report.published["ranker"]["metrics"]
     assert first["ndcg@20"] > first["heuristic_ndcg@20"] > 0  # on this platform the learned ranker wins
+    # Both rankers order what the holdout users were shown better than chance (recorded, not gated).
+    assert 0.5 < first["exposed_auc"] <= 1 and 0.5 < first["heuristic_exposed_auc"] <= 1
     assert report.published["ranker"]["promoted"] is True
     registry = ModelRegistry(build_store(settings), refresh_s=0)
 
