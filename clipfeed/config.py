@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -121,6 +122,11 @@ class Settings(BaseSettings):
     # users (a seeded sample; ALS itself still trains on every interaction). A few thousand
     # users' labels are plenty for LightGBM, and scoring every user costs tens of ms each.
     feed_training_max_users: int = 3_000
+    # What the learned ranker's labels are: "future" — a user's candidates at a past cut,
+    # labelled by what they did later (unexposed candidates negative; it also learns what they
+    # will be shown), gated on holdout NDCG@20; "outcome" — only what users were shown, labelled
+    # by what they did with it, gated on exposed AUC. bench/ranker_objectives.py compares them.
+    feed_ranker_labels: Literal["future", "outcome"] = "future"
     # --- Live streams and chat (clipfeed/live) ---
     # Host that encoders (OBS) reach for RTMP ingest; empty: the host of the API request.
     live_public_host: str = ""

@@ -253,6 +253,13 @@ def _state_options() -> dict:
             "short_term_items": SHORT_TERM_EVENTS, "content_items": SHORT_TERM_EVENTS, "online_sources": True}
 
 
+def gate_metric(kind: str, settings: Settings) -> str:
+    """The holdout metric a new version must improve to be served: NDCG@20, except for a ranker
+    trained on outcome labels, which is not trying to predict what users will be shown and is
+    compared on how it orders what they were shown (exposed AUC)."""
+    return EXPOSED_AUC if kind == "ranker" and settings.feed_ranker_labels == "outcome" else COMPARE_ON
+
+
 def train_models(data: InteractionLog, settings: Settings, *, seed: int = 0, steps: dict | None = None):
     """Fit on all but the holdout, score on it, refit on everything.
     ALS is fitted on every interaction; its tuning, the ranker's labels and the holdout metrics
@@ -298,7 +305,7 @@ def train_models(data: InteractionLog, settings: Settings, *, seed: int = 0, ste
         content = hashtag_index(served, [meta[v].hashtags for v in served])
         pipeline = ClipfeedRecommender(weights=settings.feed_score_weights, seed=seed, als_params=als.params,
                                        use_itemknn=False, state_options=_state_options(), max_users=max_users,
-                                       content=content)
+                                       content=content, ranker_labels=settings.feed_ranker_labels)
         pipeline.fit(split.train, catalogue, collab=als.model)  # the same fit: reuse it
         ranker_metrics = score(pipeline)
         # Recorded, not gated on: how the ranker orders what the holdout users were shown (the
@@ -315,7 +322,7 @@ def train_models(data: InteractionLog, settings: Settings, *, seed: int = 0, ste
     with _step(steps, "LightGBM ranker on everything (published)"):
         final = ClipfeedRecommender(weights=settings.feed_score_weights, seed=seed, als_params=als.params,
                                     use_itemknn=False, state_options=_state_options(), max_users=max_users,
-                                    content=pipeline.content)
+                                    content=pipeline.content, ranker_labels=settings.feed_ranker_labels)
         ranker = final.train_ranker(data, catalogue)
     return final_als.model, ranker, collab_metrics, ranker_metrics
 
@@ -376,14 +383,15 @@ async def train_and_publish(settings: Settings, force: bool = True) -> TrainingR
                 log.warning("no %s model learned (too few labels); nothing published", kind)
                 continue
             metrics = {**metrics, "interactions": float(len(data))}
-            version, promoted = await registry.publish(kind, model, metrics, compare_on=COMPARE_ON,
-                                                       must_beat=metrics.get(HEURISTIC_SCORE))
+            compare_on = gate_metric(kind, settings)
+            heuristic = metrics.get(f"heuristic_{compare_on}")
+            version, promoted = await registry.publish(kind, model, metrics, compare_on=compare_on,
+                                                       must_beat=heuristic)
             if not promoted:
-                heuristic = metrics.get(HEURISTIC_SCORE)
                 reason = (f"the heuristic ranker scored {heuristic:.4f} on the same holdout"
-                          if heuristic is not None and metrics[COMPARE_ON] <= heuristic
+                          if heuristic is not None and metrics[compare_on] <= heuristic
                           else "the current version scored higher or equal (on its own holdout)")
-                log.warning("%s %s not promoted: %s %.4f; %s", kind, version, COMPARE_ON, metrics[COMPARE_ON], reason)
+                log.warning("%s %s not promoted: %s %.4f; %s", kind, version, compare_on, metrics[compare_on], reason)
             report.published[kind] = {"version": version, "promoted": promoted, "metrics": metrics}
     report.seconds = time.perf_counter() - started
     log.info("trained on %s interactions in %.1fs: %s", report.events, report.seconds, report.published)

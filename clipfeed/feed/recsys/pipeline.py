@@ -597,7 +597,7 @@ class ClipfeedRecommender:
     def exposed_auc(self, later: InteractionLog, users: Sequence[str]) -> float:
         """How well the ranker orders what each user was actually shown after the fit: per user,
         the chance that a later positive of theirs scores above a later non-positive (ties half),
-        averaged over users with both. Unlike NDCG over every unseen item, it does not reward
+        averaged over users with both (0.5 when none has). Unlike NDCG over every unseen item, it does not reward
         predicting which items the user will be shown, only what they do once shown."""
         state = self.state
         shown: dict[str, list[tuple[int, bool]]] = defaultdict(list)
@@ -620,7 +620,7 @@ class ClipfeedRecommender:
             score = weighted_score(self.ranker.predict(X), self.weights)
             above = score[labels][:, None] - score[~labels][None, :]
             aucs.append(float((above > 0).mean() + 0.5 * (above == 0).mean()))
-        return float(np.mean(aucs)) if aucs else float("nan")
+        return float(np.mean(aucs)) if aucs else 0.5  # no user with both: no better than chance
 
     def recommend(self, users: Sequence[str], k: int) -> dict[str, list[str]]:
         if getattr(self, "blend", None) is not None:

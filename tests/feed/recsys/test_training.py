@@ -153,6 +153,21 @@ def test_train_on_a_sample_of_the_users_still_publishes_scored_models(settings_f
         assert served_ranker is None
 
 
+def test_a_ranker_trained_on_outcomes_is_gated_on_how_it_orders_what_was_shown(settings_factory):
+    settings = settings_factory(feed_ranker_labels="outcome")
+    _load_simulated_platform(settings)
+    report = asyncio.run(train_and_publish(settings))
+    ranker = report.published["ranker"]
+    metrics = ranker["metrics"]
+    assert 0.5 < metrics["heuristic_exposed_auc"] <= 1 and 0 <= metrics["exposed_auc"] <= 1
+    # served if and only if it orders the holdout's shown videos better than the heuristic ranker
+    assert ranker["promoted"] is (metrics["exposed_auc"] > metrics["heuristic_exposed_auc"])
+    index = asyncio.run(ModelRegistry(build_store(settings), refresh_s=0)._read_index("ranker"))
+    assert index["versions"][-1]["compare_on"] == "exposed_auc"
+    _, served_ranker = asyncio.run(_served(settings))
+    assert (served_ranker is not None) is ranker["promoted"]
+
+
 async def _served(settings):
     registry = ModelRegistry(build_store(settings), refresh_s=0)
     return await registry.current("collab"), await registry.current("ranker")
