@@ -16,6 +16,8 @@ the pipeline as `clipfeed train` fits it: tuned ALS, the served sources and feat
   candidates at inner cuts, labelled by what the user did later, unexposed candidates negative;
 - `learned (outcome labels)`: the same model trained only on what each user was shown after the
   cut, labelled by what they did with it (P(completion | shown));
+- `heuristic, no ALS` / `outcome labels, no ALS`: the same without the collaborative model in the
+  sources and features (as a deployment serves before its first training);
 - `heuristic × duration`: the heuristic's completion times the video's length — roughly expected
   seconds watched, what a watch-time objective would rank by (not served: it trades completion for
   length);
@@ -98,9 +100,9 @@ def run_seed(seed: int, videos: int) -> dict[str, dict[str, float]]:
         out["exposed_auc"] = model.exposed_auc(split.test, users) if model is not None else float("nan")
         return out
 
-    def pipeline(labels: str) -> ClipfeedRecommender:
+    def pipeline(labels: str, use_collab: bool = True) -> ClipfeedRecommender:
         model = ClipfeedRecommender(seed=0, als_params=als.params, use_itemknn=False, state_options=_state_options(),
-                                    content=content, ranker_labels=labels)
+                                    content=content, ranker_labels=labels, use_collab=use_collab)
         return model.fit(split.train, catalogue, collab=als.model)
 
     results = {}
@@ -114,6 +116,11 @@ def run_seed(seed: int, videos: int) -> dict[str, dict[str, float]]:
     results["learned (future labels)"] = metrics(future.recommend(users, K), future)
     outcome = pipeline("outcome")
     results["learned (outcome labels)"] = metrics(outcome.recommend(users, K), outcome)
+    alone = pipeline("future", use_collab=False)
+    alone.ranker = HeuristicRanker()
+    results["heuristic, no ALS"] = metrics(alone.recommend(users, K), alone)
+    alone = pipeline("outcome", use_collab=False)
+    results["outcome labels, no ALS"] = metrics(alone.recommend(users, K), alone)
     results["oracle by completion"] = metrics(oracle(platform, split, users,
                                                      lambda u, v: completion_probability(platform, u, v)))
     results["oracle by watch"] = metrics(oracle(platform, split, users, lambda u, v: expected_watch_ms(platform, u, v)))

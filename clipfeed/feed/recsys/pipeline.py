@@ -358,11 +358,15 @@ def content_index(log: InteractionLog, catalogue: Sequence[str]) -> ContentIndex
 
 
 def fit_sources(log: InteractionLog, catalogue: Sequence[str], *, als_params: dict, seed: int = 0,
-                use_itemknn: bool = True, content=_UNSET, collab: CollaborativeModel | None = None) -> Sources:
+                use_itemknn: bool = True, content=_UNSET, collab: CollaborativeModel | None = None,
+                use_collab: bool = True) -> Sources:
     """`content`: a prebuilt `content_index` for this catalogue and metadata (it depends on no
     interaction, so the inner cuts of one log can share it); `collab`: an ALS model already
-    fitted on `log` with `als_params`."""
-    if collab is None:
+    fitted on `log` with `als_params`; `use_collab=False`: none (as a deployment serves before
+    its first training)."""
+    if not use_collab:
+        collab = None
+    elif collab is None:
         collab = CollaborativeModel(seed=seed, **als_params).fit(log.user, log.item, log.weight)
     knn = ItemKNN().fit(log, catalogue) if use_itemknn else None
     return Sources(collab, knn, content_index(log, catalogue) if content is _UNSET else content)
@@ -416,7 +420,7 @@ class ClipfeedRecommender:
                  als_params: dict | None = None, diversity: bool = True, learn_to_rank: bool = True,
                  state_options: Mapping | None = None, blend_without_metadata: bool = False,
                  hybrid_blend: bool = False, max_users: int | None = None, content=_UNSET,
-                 ranker_labels: str = "future"):
+                 ranker_labels: str = "future", use_collab: bool = True):
         """`state_options` go to every LogState (e.g. the online event weights for training).
         `blend_without_metadata`: on a log without item metadata, rank with `blend.SignalBlend`
         (offline evaluation of u.data logs; the served ranker always has the videos' metadata).
@@ -429,7 +433,8 @@ class ClipfeedRecommender:
         `ranker_labels`: "future" (served): a user's candidates at an inner cut, labelled by what
         the log shows them doing later, unexposed ones as negatives — so the ranker also learns
         which items the user will be shown; "outcome": only what they were shown after the cut,
-        labelled by what they did with it (P(completion | shown); bench/ranker_objectives.py)."""
+        labelled by what they did with it (P(completion | shown); bench/ranker_objectives.py).
+        `use_collab=False`: no collaborative model in the sources and features."""
         if ranker_labels not in ("future", "outcome"):
             raise ValueError(f"ranker_labels must be 'future' or 'outcome', not {ranker_labels!r}")
         self.max_users = max_users
@@ -446,6 +451,7 @@ class ClipfeedRecommender:
         self.negatives_per_user = negatives_per_user
         self.n_estimators = n_estimators
         self.use_itemknn = use_itemknn
+        self.use_collab = use_collab
         self.als_params = als_params
         self.diversity = diversity
         self.ranker: Ranker = HeuristicRanker()
@@ -478,7 +484,7 @@ class ClipfeedRecommender:
         if self.content is _UNSET:
             self.content = content_index(log, catalogue)
         return fit_sources(log, catalogue, als_params=self.als_params, seed=self.seed, use_itemknn=self.use_itemknn,
-                           content=self.content, collab=collab)
+                           content=self.content, collab=collab, use_collab=self.use_collab)
 
     def _tune_hybrid(self, train: InteractionLog, catalogue: Sequence[str]) -> float:
         """The weight of the ranker's (per-user standardised) score against the signal blend's,
@@ -496,7 +502,8 @@ class ClipfeedRecommender:
                                   negatives_per_user=self.negatives_per_user, n_estimators=self.n_estimators,
                                   use_itemknn=self.use_itemknn, als_params=self.als_params, diversity=self.diversity,
                                   learn_to_rank=self.learn_to_rank, state_options=self.state_options,
-                                  max_users=self.max_users, content=self.content)
+                                  max_users=self.max_users, content=self.content, ranker_labels=self.ranker_labels,
+                                  use_collab=self.use_collab)
         sub.fit(inner.train, catalogue)
         sub.blend_signals = SignalBlend(als_params=self.als_params, seed=self.seed).fit(inner.train, catalogue)
 
