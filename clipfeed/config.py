@@ -122,11 +122,12 @@ class Settings(BaseSettings):
     # users (a seeded sample; ALS itself still trains on every interaction). A few thousand
     # users' labels are plenty for LightGBM, and scoring every user costs tens of ms each.
     feed_training_max_users: int = 3_000
-    # What the learned ranker's labels are: "future" — a user's candidates at a past cut,
-    # labelled by what they did later (unexposed candidates negative; it also learns what they
-    # will be shown), gated on holdout NDCG@20; "outcome" — only what users were shown, labelled
-    # by what they did with it, gated on exposed AUC. bench/ranker_objectives.py compares them.
-    feed_ranker_labels: Literal["future", "outcome"] = "future"
+    # What the learned ranker's labels are: "outcome" — only what users were shown, labelled by
+    # what they did with it (P(completion | shown)), gated on exposed AUC; "future" — a user's
+    # candidates at a past cut, labelled by what they did later (unexposed candidates negative,
+    # so it also learns what they will be shown), gated on holdout NDCG@20. The README's "What
+    # the ranker learns" (bench/ranker_objectives.py, bench/online_loop.py) compares them.
+    feed_ranker_labels: Literal["outcome", "future"] = "outcome"
     # --- Live streams and chat (clipfeed/live) ---
     # Host that encoders (OBS) reach for RTMP ingest; empty: the host of the API request.
     live_public_host: str = ""

@@ -14,13 +14,13 @@ from clipfeed.feed.recsys.collaborative import CollaborativeModel
 from clipfeed.feed.recsys.ranker import LightGBMRanker
 from clipfeed.feed.recsys.registry import ModelRegistry
 from clipfeed.feed.recsys.simulator import SimConfig, generate_log, simulate_platform
-from clipfeed.feed.training import TrainingSkipped, load_training_log, train_and_publish
+from clipfeed.feed.training import TrainingSkipped, gate_metric, load_training_log, train_and_publish
 from clipfeed.media.models import Video
 from clipfeed.social import tags
 from clipfeed.storage import build_store
 from tests.feed import factories
 
-SIM = SimConfig(seed=11, users=60, videos=200, creators=40, interactions_per_user=40)
+SIM = SimConfig(seed=11, users=120, videos=300, creators=40, interactions_per_user=40)
 
 
 def _load_simulated_platform(settings) -> dict[str, str]:
@@ -72,7 +72,13 @@ def _env(settings) -> dict[str, str]:
     return env
 
 
-def test_train_publishes_versioned_models_from_the_event_log(settings):
+def test_train_publishes_versioned_models_from_the_event_log(settings_factory):
+    # Future labels: on this small platform (120 users; at 60 the margin was thin enough for the
+    # random ids to flip it about once in 15 runs) that ranker beats the heuristic one on its gate
+    # by ~40 %, so a learned version is served and can be listed and rolled back. (Outcome labels,
+    # the default, learn from users' later views only: here they tie with the heuristic ranker
+    # and the gate keeps either; see the parametrized gate test below.)
+    settings = settings_factory(feed_ranker_labels="future")
     loaded = _load_simulated_platform(settings)
     data = asyncio.run(load_training_log(settings))
     # one row per (user, video); flags and metadata come from the events and the videos table
@@ -86,9 +92,12 @@ def test_train_publishes_versioned_models_from_the_event_log(settings):
     for outcome in report.published.values():
         assert 0 < outcome["metrics"]["ndcg@20"] <= 1
     assert report.published["collab"]["promoted"] is True  # nothing was served
-    # The first learned ranker must beat the heuristic one (served so far) on the same holdout.
+    # The first learned ranker must beat the heuristic one (served so far) on the same holdout,
+    # on the metric its labels call for (NDCG@20 for future labels).
     first = report.published["ranker"]["metrics"]
-    assert first["ndcg@20"] > first["heuristic_ndcg@20"] > 0  # on this platform the learned ranker wins
+    gate = gate_metric("ranker", settings)
+    assert first[gate] > first[f"heuristic_{gate}"] > 0  # on this platform the learned ranker wins
+    assert 0 < first["heuristic_ndcg@20"] <= 1
     # Both rankers order what the holdout users were shown better than chance (recorded, not gated).
     assert 0.5 < first["exposed_auc"] <= 1 and 0.5 < first["heuristic_exposed_auc"] <= 1
     assert report.published["ranker"]["promoted"] is True
@@ -109,8 +118,9 @@ def test_train_publishes_versioned_models_from_the_event_log(settings):
     again = asyncio.run(train_and_publish(settings))
     for kind, outcome in again.published.items():
         metrics = outcome["metrics"]
-        better = metrics["ndcg@20"] > report.published[kind]["metrics"]["ndcg@20"]
-        assert outcome["promoted"] is (better and metrics["ndcg@20"] > metrics.get("heuristic_ndcg@20", 0))
+        gate = gate_metric(kind, settings)
+        better = metrics[gate] > report.published[kind]["metrics"][gate]
+        assert outcome["promoted"] is (better and metrics[gate] > metrics.get(f"heuristic_{gate}", 0))
     # The periodic job's check: not due yet.
     with pytest.raises(TrainingSkipped, match="min old"):
         asyncio.run(train_and_publish(settings, force=False))
@@ -146,24 +156,29 @@ def test_train_on_a_sample_of_the_users_still_publishes_scored_models(settings_f
     assert len(collab.user_ids) > 15
     # Served only if it beat the heuristic ranker on the sample's holdout (15 users: either way).
     ranker = report.published["ranker"]
-    assert ranker["promoted"] is (ranker["metrics"]["ndcg@20"] > ranker["metrics"]["heuristic_ndcg@20"])
+    gate = gate_metric("ranker", settings)
+    assert ranker["promoted"] is (ranker["metrics"][gate] > ranker["metrics"][f"heuristic_{gate}"])
     if ranker["promoted"]:
         assert isinstance(served_ranker[1], LightGBMRanker)
     else:
         assert served_ranker is None
 
 
-def test_a_ranker_trained_on_outcomes_is_gated_on_how_it_orders_what_was_shown(settings_factory):
-    settings = settings_factory(feed_ranker_labels="outcome")
+@pytest.mark.parametrize("labels, gate", [("outcome", "exposed_auc"), ("future", "ndcg@20")])
+def test_the_ranker_is_gated_on_the_metric_its_labels_call_for(settings_factory, labels, gate):
+    """Outcome labels (what users were shown, and what they did with it): compared on how the
+    ranker orders what the holdout users were shown. Future labels (what users did later, among
+    every candidate): on NDCG@20 over every unseen video."""
+    settings = settings_factory(feed_ranker_labels=labels)
     _load_simulated_platform(settings)
     report = asyncio.run(train_and_publish(settings))
     ranker = report.published["ranker"]
     metrics = ranker["metrics"]
     assert 0.5 < metrics["heuristic_exposed_auc"] <= 1 and 0 <= metrics["exposed_auc"] <= 1
-    # served if and only if it orders the holdout's shown videos better than the heuristic ranker
-    assert ranker["promoted"] is (metrics["exposed_auc"] > metrics["heuristic_exposed_auc"])
+    # served if and only if it beats the heuristic ranker there
+    assert ranker["promoted"] is (metrics[gate] > metrics[f"heuristic_{gate}"])
     index = asyncio.run(ModelRegistry(build_store(settings), refresh_s=0)._read_index("ranker"))
-    assert index["versions"][-1]["compare_on"] == "exposed_auc"
+    assert index["versions"][-1]["compare_on"] == gate
     _, served_ranker = asyncio.run(_served(settings))
     assert (served_ranker is not None) is ranker["promoted"]
 
