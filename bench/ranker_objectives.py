@@ -42,16 +42,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._harness import print_table  # noqa: E402
-from clipfeed.feed.recsys.baselines import ALS  # noqa: E402
-from clipfeed.feed.recsys.content import hashtag_index  # noqa: E402
-from clipfeed.feed.recsys.dataset import temporal_split  # noqa: E402
+from clipfeed.feed.recsys.evaluation import ServedPipelineCase  # noqa: E402
 from clipfeed.feed.recsys.features import FEATURE_INDEX  # noqa: E402
 from clipfeed.feed.recsys.metrics import ndcg_at_k  # noqa: E402
-from clipfeed.feed.recsys.pipeline import ClipfeedRecommender  # noqa: E402
 from clipfeed.feed.recsys.ranker import HeuristicRanker  # noqa: E402
-from clipfeed.feed.recsys.simulator import (SimConfig, completion_probability, expected_watch_ms,  # noqa: E402
-                                            generate_log, ground_truth, simulate_platform)
-from clipfeed.feed.training import _state_options  # noqa: E402
+from clipfeed.feed.recsys.simulator import completion_probability, expected_watch_ms, ground_truth  # noqa: E402
 
 K = 20
 
@@ -85,14 +80,8 @@ def oracle(platform, split, users: list[str], score) -> dict[str, list[str]]:
 
 
 def run_seed(seed: int, videos: int) -> dict[str, dict[str, float]]:
-    platform = simulate_platform(SimConfig(seed=seed, users=324, videos=videos, creators=videos // 10, topics=12,
-                                           sounds=60))
-    log = generate_log(platform, interactions_per_user=30)
-    split = temporal_split(log, 0.8)
-    catalogue = log.all_items
-    users = sorted(u for u, rel in split.relevant.items() if rel)
-    content = hashtag_index(catalogue, [log.items[v].hashtags for v in catalogue])
-    als = ALS(seed=0).fit(split.train, catalogue)
+    case = ServedPipelineCase.simulate(seed, videos=videos)
+    platform, split, users = case.platform, case.split, case.users
 
     def metrics(recs, model=None) -> dict[str, float]:
         ndcg = float(np.mean([ndcg_at_k(recs[u], split.relevant[u], K) for u in users]))
@@ -100,11 +89,7 @@ def run_seed(seed: int, videos: int) -> dict[str, dict[str, float]]:
         out["exposed_auc"] = model.exposed_auc(split.test, users) if model is not None else float("nan")
         return out
 
-    def pipeline(labels: str, use_collab: bool = True) -> ClipfeedRecommender:
-        model = ClipfeedRecommender(seed=0, als_params=als.params, use_itemknn=False, state_options=_state_options(),
-                                    content=content, ranker_labels=labels, use_collab=use_collab)
-        return model.fit(split.train, catalogue, collab=als.model)
-
+    pipeline = case.pipeline
     results = {}
     future = pipeline("future")
     learned = future.ranker

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from clipfeed.feed.recsys.baselines import ALS, ItemKNN, Popularity
-from clipfeed.feed.recsys.dataset import InteractionLog, load_udata, temporal_split
+from clipfeed.feed.recsys.content import hashtag_index
+from clipfeed.feed.recsys.dataset import InteractionLog, Split, load_udata, temporal_split
 from clipfeed.feed.recsys.metrics import evaluate
 from clipfeed.feed.recsys.pipeline import ClipfeedRecommender
 from clipfeed.feed.recsys.simulator import Platform, SimConfig, generate_log, ground_truth, simulate_platform
@@ -57,6 +58,40 @@ def simulated(*, seed: int = 0, users: int = 500, videos: int = 2000, interactio
 def simulated_log(*, seed: int = 0, users: int = 500, videos: int = 2000, interactions_per_user: int = 80
                   ) -> InteractionLog:
     return simulated(seed=seed, users=users, videos=videos, interactions_per_user=interactions_per_user)[0]
+
+
+@dataclass
+class ServedPipelineCase:
+    """The online loop's simulated platform (`bench/online_loop.py`), its organic log split 80/20
+    per user, and what `clipfeed train` fits the served pipeline from: the tuned ALS and the
+    hashtag content index. For comparing rankers by the ground truth (bench/ranker_objectives.py)."""
+
+    platform: Platform
+    log: InteractionLog
+    split: Split
+    users: list[str]          # the users with a positive in their held-out part
+    content: object
+    als: ALS
+
+    @classmethod
+    def simulate(cls, seed: int, *, users: int = 324, videos: int = 1500) -> ServedPipelineCase:
+        platform = simulate_platform(SimConfig(seed=seed, users=users, videos=videos, creators=videos // 10,
+                                               topics=12, sounds=60))
+        log = generate_log(platform, interactions_per_user=30)
+        split = temporal_split(log, 0.8)
+        catalogue = log.all_items
+        content = hashtag_index(catalogue, [log.items[v].hashtags for v in catalogue])
+        return cls(platform, log, split, sorted(u for u, rel in split.relevant.items() if rel), content,
+                   ALS(seed=0).fit(split.train, catalogue))
+
+    def pipeline(self, labels: str, *, use_collab: bool = True) -> ClipfeedRecommender:
+        """The pipeline as `clipfeed train` fits it (no item-kNN: not an online source)."""
+        from clipfeed.feed.training import _state_options
+
+        model = ClipfeedRecommender(seed=0, als_params=self.als.params, use_itemknn=False,
+                                    state_options=_state_options(), content=self.content, ranker_labels=labels,
+                                    use_collab=use_collab)
+        return model.fit(self.split.train, self.log.all_items, collab=self.als.model)
 
 
 def load_log(path: str | Path) -> InteractionLog:

@@ -430,10 +430,12 @@ class ClipfeedRecommender:
         `max_users`: the ranker learns from at most this many users' labels (a seeded sample,
         `dataset.sample_users`); its sources are still fitted on every user's interactions.
         `content`: a prebuilt `content_index` of the catalogue (else built once, on first fit).
-        `ranker_labels`: "future" (served): a user's candidates at an inner cut, labelled by what
-        the log shows them doing later, unexposed ones as negatives — so the ranker also learns
-        which items the user will be shown; "outcome": only what they were shown after the cut,
-        labelled by what they did with it (P(completion | shown); bench/ranker_objectives.py).
+        `ranker_labels` (`clipfeed train` passes CLIPFEED_FEED_RANKER_LABELS, "outcome" by
+        default; `clipfeed eval`, scored on held-out NDCG, keeps "future"): "future": a user's
+        candidates at an inner cut, labelled by what the log shows them doing later, unexposed
+        ones as negatives — so the ranker also learns which items the user will be shown;
+        "outcome": only what they were shown after the cut, labelled by what they did with it
+        (P(completion | shown); bench/ranker_objectives.py).
         `use_collab=False`: no collaborative model in the sources and features."""
         if ranker_labels not in ("future", "outcome"):
             raise ValueError(f"ranker_labels must be 'future' or 'outcome', not {ranker_labels!r}")

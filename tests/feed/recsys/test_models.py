@@ -244,31 +244,21 @@ def test_registry_promotes_only_better_models_lists_and_rolls_back(tmp_path, col
 
 
 def test_a_ranker_trained_on_outcomes_orders_what_was_shown_better_than_one_trained_on_future_exposure():
-    """The served ranker's labels ("future": what a user does later, unexposed candidates as
-    negatives) reward predicting what the user will be shown; "outcome" labels only what they did
-    with what they were shown. Measured on what the holdout users were shown, and by the
+    """"Future" labels (what a user does later, unexposed candidates as negatives: `clipfeed
+    eval`'s, and the served default before) reward predicting what the user will be shown;
+    "outcome" labels (`clipfeed train`'s default) only what they did with what they were shown. Measured on what the holdout users were shown, and by the
     simulator's ground truth of their top 20 (bench/ranker_objectives.py, seed 11)."""
-    from clipfeed.feed.recsys.baselines import ALS
-    from clipfeed.feed.recsys.content import hashtag_index
-    from clipfeed.feed.recsys.dataset import temporal_split
+    from clipfeed.feed.recsys.evaluation import ServedPipelineCase
     from clipfeed.feed.recsys.pipeline import ClipfeedRecommender
     from clipfeed.feed.recsys.simulator import ground_truth
-    from clipfeed.feed.training import _state_options
 
-    platform = simulate_platform(SimConfig(seed=11, users=324, videos=1500, creators=150, topics=12, sounds=60))
-    log = generate_log(platform, interactions_per_user=30)
-    split = temporal_split(log, 0.8)
-    catalogue = log.all_items
-    users = sorted(u for u, rel in split.relevant.items() if rel)
-    content = hashtag_index(catalogue, [log.items[v].hashtags for v in catalogue])
-    als = ALS(seed=0).fit(split.train, catalogue)
+    case = ServedPipelineCase.simulate(11)
     measured = {}
     for labels in ("future", "outcome"):
-        model = ClipfeedRecommender(seed=0, als_params=als.params, use_itemknn=False, state_options=_state_options(),
-                                    content=content, ranker_labels=labels).fit(split.train, catalogue, collab=als.model)
+        model = case.pipeline(labels)
         assert isinstance(model.ranker, LightGBMRanker)
-        measured[labels] = (model.exposed_auc(split.test, users),
-                            ground_truth(platform, model.recommend(users, 20), 20)["completion@20"])
+        measured[labels] = (model.exposed_auc(case.split.test, case.users),
+                            ground_truth(case.platform, model.recommend(case.users, 20), 20)["completion@20"])
     (future_auc, future_completion), (outcome_auc, outcome_completion) = measured["future"], measured["outcome"]
     assert 0.5 < future_auc < outcome_auc, measured
     assert outcome_completion > future_completion, measured
