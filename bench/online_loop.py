@@ -2,7 +2,8 @@
 training job — raise what simulated viewers watch, and does a trained model help or hurt?
 
     python bench/online_loop.py [--viewers 24] [--organic 300] [--videos 1500] [--rounds 6]
-                                [--train-after 2 4] [--seed 11]      (clipfeed bench online_loop)
+                                [--train-after 2 4] [--seed 11] [--arms trending heuristic trained trained_future]
+                                                                     (clipfeed bench online_loop)
 
 A platform from the simulator (`clipfeed/feed/recsys/online.py`: creators, videos with topics,
 hashtags and sounds, the organic history of `--organic` other users) is written into a fresh
@@ -15,7 +16,9 @@ embedded deployment, served by a real `clipfeed serve` over HTTP, once per arm:
 - `trained`: the same, and after the rounds named by `--train-after` the real `clipfeed train`
   runs on the deployment's event log (ALS + LightGBM ranker, each promoted only if it passes the
   registry's gate); the next round starts once the server serves what was promoted
-  (`?explain=1` names the served versions).
+  (`?explain=1` names the served versions);
+- `trained_future` (not run unless named in `--arms`): the same with the ranker's old default
+  labels, `CLIPFEED_FEED_RANKER_LABELS=future` (README, "What the ranker learns").
 
 Each round is one session per viewer (2 pages of 10); every view, like and follow is reported
 through the API as a client would, and the behaviour model (`simulator.respond`) decides them.
@@ -49,7 +52,9 @@ from clipfeed.feed import trending  # noqa: E402
 from clipfeed.feed.recsys.online import SeededPlatform, seed_platform, watch_session  # noqa: E402
 from clipfeed.feed.recsys.simulator import SimConfig, simulate_platform  # noqa: E402
 
-ARMS = ("trending", "heuristic", "trained")
+ARMS = ("trending", "heuristic", "trained", "trained_future")
+# What each training arm's `clipfeed train` is told about the ranker's labels (the default: outcome).
+TRAINING_ENV = {"trained": {}, "trained_future": {"CLIPFEED_FEED_RANKER_LABELS": "future"}}
 # The viewers act faster than people: rate limits that would stop a person's client stop them.
 ENV = {"CLIPFEED_LIKES_PER_MINUTE": "100000", "CLIPFEED_FOLLOWS_PER_MINUTE": "100000",
        "CLIPFEED_SECRET_KEY": "bench-online-loop"}
@@ -73,10 +78,11 @@ def seed(settings: Settings, platform, viewers: int, organic: int) -> SeededPlat
     return asyncio.run(work())
 
 
-def train(data_dir: Path) -> tuple[str, float]:
+def train(data_dir: Path, extra_env: dict[str, str]) -> tuple[str, float]:
     """`clipfeed train` on the deployment, as an operator (or the periodic job) runs it."""
     started = time.perf_counter()
-    env = {**os.environ, **ENV, "CLIPFEED_DATA_DIR": str(data_dir), "OPENBLAS_NUM_THREADS": "1", "COLUMNS": "250"}
+    env = {**os.environ, **ENV, "CLIPFEED_DATA_DIR": str(data_dir), "OPENBLAS_NUM_THREADS": "1", "COLUMNS": "250",
+           **extra_env}
     done = subprocess.run([sys.executable, "-m", "clipfeed.cli", "train"], env=env, cwd=ROOT, capture_output=True,
                           text=True, timeout=1800)
     output = (done.stdout + done.stderr).strip()
@@ -131,8 +137,8 @@ def run_arm(arm: str, args, platform) -> dict:
                     per_round[round_no, u], expected[round_no, u] = session.watched_s, session.expected_s
                     for mode in session.modes:
                         modes[mode] = modes.get(mode, 0) + 1
-                if arm == "trained" and round_no + 1 in args.train_after:
-                    output, seconds = train(data_dir)
+                if arm in TRAINING_ENV and round_no + 1 in args.train_after:
+                    output, seconds = train(data_dir, TRAINING_ENV[arm])
                     versions = wait_for_versions(client, seeded, data_dir)
                     trainings.append({"after_round": round_no + 1, "seconds": seconds, "output": output,
                                       "served": versions})
@@ -155,7 +161,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--train-after", type=int, nargs="*", default=[2, 4], help="rounds after which to train")
     parser.add_argument("--seed", type=int, default=11)
-    parser.add_argument("--arms", nargs="*", default=list(ARMS), choices=ARMS)
+    parser.add_argument("--arms", nargs="*", default=["trending", "heuristic", "trained"], choices=ARMS,
+                        help="trained_future: trained with CLIPFEED_FEED_RANKER_LABELS=future (the old default)")
     parser.add_argument("--seconds", type=int, default=0, help="ignored (shared CLI flag)")
     args = parser.parse_args()
 
@@ -175,15 +182,15 @@ def main() -> None:
     headers = ["round"] + [f"{arm}: watched / expected s" for arm in results]
     rows = []
     for round_no in range(args.rounds):
-        trained_now = round_no + 1 in args.train_after and "trained" in results
+        trained_now = round_no + 1 in args.train_after and any(arm in TRAINING_ENV for arm in results)
         rows.append([f"{round_no + 1}" + (" (then trained)" if trained_now else "")]
                     + [cell(arm, round_no) for arm in results])
     late = slice(args.rounds // 2, None)
     rows.append(["later half, mean"] + [cell(arm, late) for arm in results])
     print_table(f"bench/online_loop: {args.viewers} viewers, {args.organic} organic users, {args.videos} videos, "
                 f"seed {args.seed} (embedded deployment, real HTTP)", headers, rows)
-    for training in results.get("trained", {}).get("trainings", []):
-        print(f"training after round {training['after_round']}: {training['seconds']:.1f} s; "
+    for arm, training in ((arm, t) for arm in TRAINING_ENV for t in results.get(arm, {}).get("trainings", [])):
+        print(f"{arm}: training after round {training['after_round']}: {training['seconds']:.1f} s; "
               f"served {training['served']}")
         for line in training["output"].splitlines():
             if line.startswith(("collab ", "ranker ")):
