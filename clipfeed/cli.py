@@ -20,6 +20,21 @@ BENCH_DIR = Path(__file__).resolve().parent.parent / "bench"
 BENCHMARKS = ("transcode", "first_playable", "upload", "social", "live")
 
 
+@app.callback()
+def _configuration_is_valid() -> None:
+    """Every command reads its configuration from CLIPFEED_* variables: a bad one is reported
+    here, by name, instead of as a traceback from whichever command first reads it."""
+    from pydantic import ValidationError
+
+    try:
+        Settings()
+    except ValidationError as exc:
+        problems = [f"  CLIPFEED_{'_'.join(str(part) for part in error['loc']).upper()}: {error['msg']}"
+                    for error in exc.errors()]
+        console.print("[red]invalid configuration:[/]\n" + "\n".join(problems))
+        raise typer.Exit(2) from None
+
+
 def _logging(level: str = "INFO") -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
