@@ -320,8 +320,9 @@ def train_models(data: InteractionLog, settings: Settings, *, seed: int = 0, ste
                                        content=content, ranker_labels=settings.feed_ranker_labels)
         pipeline.fit(split.train, catalogue, collab=als.model)  # the same fit: reuse it
         ranker_metrics = score(pipeline)
-        # Recorded, not gated on: how the ranker orders what the holdout users were shown (the
-        # NDCG above also rewards predicting what they will be shown; bench/ranker_objectives.py).
+        # How the ranker orders what the holdout users were shown: the outcome-labelled ranker's
+        # gate (`gate_metric`); the NDCG above also rewards predicting what they will be shown
+        # (bench/ranker_objectives.py).
         ranker_metrics[EXPOSED_AUC] = pipeline.exposed_auc(split.test, users)
     with _step(steps, "heuristic ranker on the same holdout"):
         learned, pipeline.ranker = pipeline.ranker, HeuristicRanker()

@@ -606,8 +606,9 @@ class ClipfeedRecommender:
     def exposed_auc(self, later: InteractionLog, users: Sequence[str]) -> float:
         """How well the ranker orders what each user was actually shown after the fit: per user,
         the chance that a later positive of theirs scores above a later non-positive (ties half),
-        averaged over users with both (0.5 when none has). Unlike NDCG over every unseen item, it does not reward
-        predicting which items the user will be shown, only what they do once shown."""
+        averaged over users with both (0.5 when none has). Unlike NDCG over every unseen item,
+        it does not reward predicting which items the user will be shown, only what they do once
+        shown."""
         state = self.state
         shown: dict[str, list[tuple[int, bool]]] = defaultdict(list)
         index = state.data.item_index
