@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from clipfeed.db.base import Base, UTCDateTime, new_id, utcnow
@@ -93,6 +93,22 @@ class Video(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     published_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class VideoContentFeatures(Base):
+    """A processed video's content-feature vector (colours, detail, motion, scene cuts and its
+    audio's level, spectrum and tempo: `clipfeed.media.content_features`), float32 in that
+    module's FEATURE_NAMES order. A narrow table of its own: the For You content index and the
+    training job read it for tens of thousands of videos at a time, which the `videos` row's
+    JSON columns would make megabytes. `names_version` changes when the names do; readers skip
+    vectors of another version (re-processing writes the current one)."""
+
+    __tablename__ = "video_content_features"
+
+    video_id: Mapped[str] = mapped_column(ForeignKey("videos.id", ondelete="CASCADE"), primary_key=True)
+    names_version: Mapped[int] = mapped_column(Integer)
+    vector: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class Upload(Base):

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
+import numpy as np
 from sqlalchemy import and_, or_, select, update
 
 from clipfeed.accounts.models import User
@@ -22,7 +23,9 @@ from clipfeed.db.base import utcnow
 from clipfeed.media import keys
 from clipfeed.media import service as media
 from clipfeed.media.ffmpeg import Rung, Soundtrack, plan_ladder, transcode_ladder, write_master_playlist
-from clipfeed.media.models import Sound, Video, VideoOrigin, VideoStatus
+from clipfeed.media.ladder import RUNG_INIT, RUNG_PLAYLIST
+from clipfeed.media.content_features import NAMES_VERSION, ContentFeatures, extract_content_features
+from clipfeed.media.models import Sound, Video, VideoContentFeatures, VideoOrigin, VideoStatus
 from clipfeed.media.probe import MediaRejected, ProbeResult, probe_media
 from clipfeed.social.notifications import notify
 from clipfeed.storage import BlobStore, build_store
@@ -156,7 +159,22 @@ class Processor:
             timeout_s=limits.timeout_s(self.settings, probe.duration_s), max_output_bytes=limits.max_output_bytes,
             on_progress=on_progress, on_rung_ready=on_rung_ready, ffmpeg=self.settings.ffmpeg_path,
             soundtrack=soundtrack)
-        await self._finish(result, owner_id, probe)
+        content = await self._content_features(rungs[0], probe, limits)
+        await self._finish(result, owner_id, probe, content)
+
+    async def _content_features(self, rung: Rung, probe: ProbeResult, limits: Limits) -> ContentFeatures | None:
+        """How the video looks and sounds (`content_features`), for content-based recommendation.
+        Measured on the lowest rung as published: the smallest to decode, and its audio is what
+        viewers hear, a reused sound included. Best effort: the video already plays, and one
+        without a vector is still placed by its caption and hashtags; a failure is logged."""
+        try:
+            clip = await asyncio.to_thread(join_rung, self.workdir / rung.name, self.workdir / "content_input.mp4")
+            return await asyncio.to_thread(
+                extract_content_features, clip, self.workdir, duration_s=probe.duration_s, has_audio=self.has_audio,
+                timeout_s=limits.timeout_s(self.settings, probe.duration_s), ffmpeg=self.settings.ffmpeg_path)
+        except Exception:  # noqa: BLE001 - never fails the job: the video is served without it
+            log.warning("video %s: content features not computed", self.video_id, exc_info=True)
+            return None
 
     async def _local_source(self, source_key: str) -> Path:
         return await self._local_blob(source_key, "source")
@@ -232,7 +250,7 @@ class Processor:
                 published.append(name)
         return published
 
-    async def _finish(self, result, owner_id: str, probe: ProbeResult) -> None:
+    async def _finish(self, result, owner_id: str, probe: ProbeResult, content: ContentFeatures | None = None) -> None:
         files = await self._publish_artifacts()
         sound_path = self.workdir / "sound.m4a"
         async with self.db.transaction() as session:
@@ -253,6 +271,11 @@ class Processor:
                 artifacts["sound_id"] = sound.id
             video.artifacts = artifacts
             video.features = {**(video.features or {}), **(getattr(result, "features", None) or {})}
+            if content is not None:
+                video.features = {**video.features, "content": content.as_json()}
+                await session.merge(VideoContentFeatures(
+                    video_id=video.id, names_version=NAMES_VERSION,
+                    vector=np.asarray(content.vector(), dtype="<f4").tobytes()))
             video.progress = 100.0
             video.heartbeat_at = None
             if video.status == VideoStatus.PROCESSING:  # a source with no rung would be a bug
@@ -260,6 +283,22 @@ class Processor:
                 video.published_at = utcnow()
                 await notify(session, video.owner_id, "video_ready", video_id=video.id)
                 await media.notify_caption_mentions(session, video)
+
+
+def join_rung(rung_dir: Path, out: Path) -> Path:
+    """One file of a published CMAF rung: its init segment and media segments back to back, in
+    the playlist's order, make a fragmented MP4 that ffmpeg reads as a plain file (no HLS demuxer,
+    no playlist to follow)."""
+    segments = [line.strip() for line in (rung_dir / RUNG_PLAYLIST).read_text().splitlines()
+                if line.strip() and not line.startswith("#")]
+    with open(out, "wb") as joined:
+        for name in [RUNG_INIT, *segments]:
+            path = (rung_dir / name).resolve()
+            if path.parent != rung_dir.resolve():  # the playlist is ours, but names stay inside the rung
+                raise ValueError(f"unexpected segment name {name!r}")
+            with open(path, "rb") as part:
+                shutil.copyfileobj(part, joined)
+    return out
 
 
 async def load_for_update(session, video_id: str) -> Video:

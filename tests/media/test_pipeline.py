@@ -12,6 +12,7 @@ import httpx
 import pytest
 from tusclient import client as tus_client
 
+from clipfeed.media.content_features import FEATURE_NAMES, NAMES_VERSION
 from tests.conftest import LiveServer, register, wait_for
 from tests.mediagen import make_clip
 
@@ -75,6 +76,10 @@ def test_upload_becomes_playable_with_ladder_artifacts_and_sound(client, user, p
     assert urls["sound"] and client.get(urls["sound"]).status_code == 200
     assert video["original_sound_id"]
     assert "loudness_lufs" in str(video["features"]) or video["features"]
+    # How it looks and sounds, measured on the published lowest rung (content-based recommendation).
+    content = video["features"]["content"]
+    assert content["names_version"] == NAMES_VERSION and list(content["values"]) == list(FEATURE_NAMES)
+    assert content["values"]["has_audio"] == 1.0 and content["values"]["motion"] > 0  # mediagen: moving pattern, tone
 
 
 def test_anonymous_and_others_see_public_ready_video_but_not_owner_fields(client, user, portrait_clip):
