@@ -52,6 +52,7 @@ from clipfeed.feed.feature_store import FeatureStore, VideoCounters, deployment_
 from clipfeed.feed.impressions import ImpressionLog
 from clipfeed.feed.models import Impression, NotInterested
 from clipfeed.feed.recsys.features import CreatorState, UserState, VideoState
+from clipfeed.feed.content_catalog import build_content, read_served_content
 from clipfeed.feed.reranking import (LOOKAHEAD, Ranked, diversify, fits_creator_rules, out_of_collections,
                                      visible_rows)
 from clipfeed.feed.sources import (Catalog, CatalogCache, SourceContext, VideoMeta, _keep_out_of_collections,
@@ -393,21 +394,25 @@ class ForYouEngine:
                 pass
         return dict(self.served_versions)
 
-    def content_index(self, catalog: Catalog):
-        """A ContentIndex over the catalog (built in a thread for big catalogs; None meanwhile)."""
+    async def content_index(self, session: AsyncSession, db, catalog: Catalog):
+        """The ContentIndex of the catalog's newest videos (content_catalog.py): read and built
+        on the spot for a small catalog, else in the background (None meanwhile)."""
         if self._content is not None and self._content[0] == id(catalog):
             return self._content[1]
         if len(catalog) == 0:
             return None
+        limit = self.settings.feed_content_index_max
         if len(catalog) <= 2000:
-            self._content = (id(catalog), _build_content(catalog, self.settings.feed_content_index_max))
+            self._content = (id(catalog), build_content(*await read_served_content(session, catalog, limit)))
             return self._content[1]
         if not self._content_building:
             self._content_building = True
 
             async def build():
                 try:
-                    index = await asyncio.to_thread(_build_content, catalog, self.settings.feed_content_index_max)
+                    async with self._read_session(db) as own:
+                        inputs = await read_served_content(own, catalog, limit)
+                    index = await asyncio.to_thread(build_content, *inputs)
                     self._content = (id(catalog), index)
                     _keep_out_of_collections(self.settings)  # its id list and id -> row dict, as the catalog's
                 except Exception:  # noqa: BLE001
@@ -510,7 +515,8 @@ class ForYouEngine:
             sound_affinity=state.sound_affinity if state else {},
             recent=state.recent if state else [],
             trending=[] if rescore else await trending.ranked_items(session, settings, "video", region),
-            collab=collab, content=self.content_index(catalog) if mode == PERSONALIZED and not rescore else None,
+            collab=collab,
+            content=await self.content_index(session, db, catalog) if mode == PERSONALIZED and not rescore else None,
             memo=memo if memo is not None else {})
         wanted = [self.sources[name] for name in (("affinity",) if rescore else MODES_BY_SOURCES[mode])]
         results, problems = await run_sources(wanted, ctx)
@@ -541,7 +547,7 @@ class ForYouEngine:
         creators = creator_states(catalog, live_creators, creator_ids)
         # The content similarity feature, as in training: the candidates' vectors against the
         # profile of what the viewer recently liked or completed (it was always 0 when served).
-        content = self.content_index(catalog)
+        content = await self.content_index(session, db, catalog)
         vectors = content.vector if content is not None else (lambda _vid: None)
         videos = [video_state(meta, counters.get(meta.video_id) or _NO_COUNTERS, now, vectors(meta.video_id))
                   for meta in metas]
@@ -846,16 +852,6 @@ def _reserve_exploration(ranked: list[Ranked], share: float, size: int) -> list[
             out.append(reserved.pop(0))
         out.append(item)
     return out + reserved
-
-
-def _build_content(catalog: Catalog, limit: int):
-    from clipfeed.feed.recsys.content import hashtag_index
-
-    metas = sorted(catalog.videos.values(), key=lambda m: -m.published_at)[:limit]
-    index = hashtag_index([m.video_id for m in metas], [m.hashtags for m in metas])
-    # prepare(): the ANN index too, here in the builder's thread (seconds at 50k videos), not
-    # lazily in the first ranking on the event loop.
-    return index.prepare() if index is not None else None
 
 
 _engines: dict[str, ForYouEngine] = {}

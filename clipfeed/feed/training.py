@@ -25,8 +25,9 @@ import numpy as np
 from sqlalchemy import text
 
 from clipfeed.config import Settings
+from clipfeed.feed.content_catalog import read_content_inputs
 from clipfeed.feed.recsys.baselines import ALS
-from clipfeed.feed.recsys.content import hashtag_index
+from clipfeed.feed.recsys.content import ContentIndex, served_index
 from clipfeed.feed.recsys.dataset import InteractionLog, ItemMeta, sample_users, temporal_split
 from clipfeed.feed.recsys.metrics import evaluate
 from clipfeed.feed.recsys.pipeline import ClipfeedRecommender
@@ -178,12 +179,17 @@ async def load_training_log(settings: Settings) -> InteractionLog:
                         f"SELECT vh.video_id, h.tag FROM video_hashtags vh JOIN hashtags h ON h.id = vh.hashtag_id "
                         f"WHERE vh.video_id IN ({marks})"), params)).all():
                     tags[row.video_id].append(row.tag)
+            # Only the videos the served content index can hold (the newest), as it is built.
+            newest = sorted(videos, key=lambda v: -_epoch(videos[v].published_at or videos[v].created_at))
+            newest = newest[:settings.feed_content_index_max]
+            _captions, media_rows = await read_content_inputs(conn, newest)
+            media = {v: row for v, row in zip(newest, media_rows) if np.isfinite(row).all()}
     finally:
         await engine.dispose()
 
     meta = {vid: ItemMeta(creator_id=row.owner_id, hashtags=tuple(sorted(tags.get(vid, ()))), sound_id=row.sound_id,
                           duration_s=(row.duration_ms or 15_000) / 1000.0, caption=row.caption or "",
-                          created_ts=_epoch(row.published_at or row.created_at))
+                          created_ts=_epoch(row.published_at or row.created_at), media=media.get(vid))
             for vid, row in videos.items()}
     # Events of deleted videos go: nothing to recommend.
     known = np.array([v in meta for v in ev["video_ids"].tolist()], dtype=bool)
@@ -221,8 +227,12 @@ async def load_training_log(settings: Settings) -> InteractionLog:
     # every event's weight to the creator, skips negative; a follow's to the creator only.
     is_follow = is_kind.get("follow", nothing) | is_kind.get("unfollow", nothing)
     taste = np.bincount(inverse, weights=np.where(is_follow, 0.0, weight), minlength=n)
+    # `recent_weight`: the pair's weight in the user's recent history, which the store keeps
+    # without follow events (the video a follow came from is not watched more for it); it
+    # weighs the content profile and the short-term vector.
     affinity = {"affinity_creator": summed, "affinity_hashtag": taste * HASHTAG_SHARE,
-                "affinity_sound": taste * SOUND_SHARE, "events": np.bincount(inverse, minlength=n).astype(np.float64)}
+                "affinity_sound": taste * SOUND_SHARE, "events": np.bincount(inverse, minlength=n).astype(np.float64),
+                "recent_weight": taste}
     watched = is_kind.get("view", nothing) | is_kind.get("skip", nothing)
     flag_cols = {"completed": any_of(watched & completed)}
     # liked: the pair's last like/unlike is a like
@@ -245,6 +255,17 @@ async def load_training_log(settings: Settings) -> InteractionLog:
     return InteractionLog(ev["user_ids"][user[first]], ev["video_ids"][video[first]], ts[first],
                           np.maximum(summed[order], 0.0).astype(np.float32), flags["completed"] | flags["liked"],
                           flags, meta)
+
+
+def training_content_index(meta: dict[str, ItemMeta], served: list[str]) -> ContentIndex | None:
+    """The content index the API would serve over `served` (content_catalog.py): captions,
+    hashtags and media vectors, as `load_training_log` read them."""
+    from clipfeed.media.content_features import FEATURE_NAMES
+
+    missing = np.full(len(FEATURE_NAMES), np.nan, dtype=np.float32)
+    media = np.array([meta[v].media if meta[v].media is not None else missing for v in served], dtype=np.float32)
+    return served_index(served, [meta[v].caption for v in served], [meta[v].hashtags for v in served],
+                        media.reshape(len(served), len(FEATURE_NAMES)))
 
 
 def _state_options() -> dict:
@@ -309,12 +330,12 @@ def train_models(data: InteractionLog, settings: Settings, *, seed: int = 0, ste
         # The grid search's pick, recorded: it is made on the sample's interactions only.
         collab_metrics = {**score(als), **{f"als_{name}": float(value) for name, value in als.params.items()}}
     with _step(steps, "pipeline (ALS + LightGBM ranker) on the holdout split"):
-        # The content index the API serves from (hashtags only, the newest feed_content_index_max
-        # videos), so content_sim is the served one.
+        # The content index the API serves from (captions, hashtags and media vectors of the newest
+        # feed_content_index_max videos: content_catalog.py), so content_sim is the served one.
         meta = data.items or {}
         served = sorted((v for v in catalogue if v in meta), key=lambda v: -(meta[v].created_ts or 0.0))
         served = served[:settings.feed_content_index_max]
-        content = hashtag_index(served, [meta[v].hashtags for v in served])
+        content = training_content_index(meta, served)
         pipeline = ClipfeedRecommender(weights=settings.feed_score_weights, seed=seed, als_params=als.params,
                                        use_itemknn=False, state_options=_state_options(), max_users=max_users,
                                        content=content, ranker_labels=settings.feed_ranker_labels)

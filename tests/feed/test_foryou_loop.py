@@ -126,12 +126,13 @@ def test_requests_arriving_during_the_first_catalog_load_wait_for_it_instead_of_
 def test_the_content_index_is_searchable_when_its_builder_thread_returns():
     """The ANN index over the catalog's text vectors is built by the builder (in a thread), not
     lazily by the first ranking that queries it (seconds at 50k videos, on the event loop)."""
-    from clipfeed.feed.foryou import _build_content
+    from clipfeed.feed.content_catalog import build_content, media_rows, newest_ids
     from clipfeed.feed.sources import Catalog, VideoMeta
 
     videos = {f"v{i}": VideoMeta(f"v{i}", f"c{i % 7}", "public", (f"tag{i % 5}",), None, 10_000, 1e9 + i, 0, 0, 0, 0)
               for i in range(50)}
-    index = _build_content(Catalog(videos, fresh_hours=72, fresh_max_views=50), 1000)
+    ids = newest_ids(Catalog(videos, fresh_hours=72, fresh_max_views=50), 1000)
+    index = build_content(ids, {}, [videos[v].hashtags for v in ids], media_rows({}, ids))
     assert index._ann is not None
     nearest = index.nearest(index.vector("v3"), 3)
     assert len(nearest) == 3 and all(int(vid[1:]) % 5 == 3 for vid, _score in nearest)  # the same #tag3

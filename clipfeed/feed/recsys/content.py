@@ -65,12 +65,18 @@ def video_text(caption: str | None, hashtags: Iterable[str] = ()) -> str:
     return f"{caption or ''} {tags}".strip()
 
 
-def hashtag_index(video_ids: Sequence[str], hashtags: Sequence[Iterable[str]]) -> ContentIndex | None:
-    """The index the API serves from, over hashtags only (its catalog keeps no captions), which
-    `clipfeed train` builds the same way so the ranker learns the content similarity it is
-    served. None when no video has a hashtag."""
-    texts = [video_text("", tags) for tags in hashtags]
-    return ContentIndex().build(list(video_ids), texts) if any(texts) else None
+def served_index(video_ids: Sequence[str], captions: Sequence[str], hashtags: Sequence[Iterable[str]],
+                 media: np.ndarray | None = None) -> ContentIndex | None:
+    """The index the API serves from, which `clipfeed train` builds the same way so the ranker
+    learns the content similarity it is served: each video's caption and hashtags embedded,
+    beside its media vector (`clipfeed.media.content_features`: how it looks and sounds) where
+    it has one — `media` has a row per video, NaN rows for videos without. None when no video
+    has text or media."""
+    texts = [video_text(caption, tags) for caption, tags in zip(captions, hashtags)]
+    has_media = media is not None and len(media) and bool(np.isfinite(media).all(axis=1).any())
+    if not any(texts) and not has_media:
+        return None
+    return ContentIndex().build(list(video_ids), texts, media if has_media else None)
 
 
 class ContentIndex:
@@ -90,8 +96,13 @@ class ContentIndex:
               media_features: np.ndarray | None = None) -> ContentIndex:
         vectors = self.embedder.embed(texts)
         if media_features is not None and len(media_features):
+            # Each feature standardised over the videos that have a vector (NaN rows: none; they
+            # keep a zero media part), so that no one unit (Hz, dB, cuts per minute) dominates.
             media = np.asarray(media_features, dtype=np.float32)
-            media = (media - media.mean(axis=0)) / (media.std(axis=0) + 1e-6)
+            present = np.isfinite(media).all(axis=1)
+            known = media[present]
+            media = np.where(present[:, None], (media - known.mean(axis=0)) / (known.std(axis=0) + 1e-6), 0.0)
+            media = media.astype(np.float32)
             norms = np.linalg.norm(media, axis=1, keepdims=True)
             np.divide(media, norms, out=media, where=norms > 0)
             vectors = np.hstack([vectors, self.media_weight * media])

@@ -27,6 +27,8 @@ class ItemMeta:
     duration_s: float = 15.0
     caption: str = ""
     created_ts: float = 0.0
+    # The video's content-feature vector (clipfeed.media.content_features) when it has one.
+    media: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass

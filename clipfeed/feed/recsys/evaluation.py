@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from clipfeed.feed.recsys.baselines import ALS, ItemKNN, Popularity
-from clipfeed.feed.recsys.content import hashtag_index
 from clipfeed.feed.recsys.dataset import InteractionLog, Split, load_udata, temporal_split
 from clipfeed.feed.recsys.metrics import evaluate
 from clipfeed.feed.recsys.pipeline import ClipfeedRecommender
@@ -80,7 +79,9 @@ class ServedPipelineCase:
         log = generate_log(platform, interactions_per_user=30)
         split = temporal_split(log, 0.8)
         catalogue = log.all_items
-        content = hashtag_index(catalogue, [log.items[v].hashtags for v in catalogue])
+        from clipfeed.feed.training import training_content_index
+
+        content = training_content_index(log.items, catalogue)
         return cls(platform, log, split, sorted(u for u, rel in split.relevant.items() if rel), content,
                    ALS(seed=0).fit(split.train, catalogue))
 

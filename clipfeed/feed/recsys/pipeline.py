@@ -187,8 +187,11 @@ class LogState:
                 sound_aff[m.sound_id] += s
             if f:
                 follows.add(m.creator_id)
+        # A log read from the event table says how much each row weighs in the history as the
+        # store keeps it (no follow events); else the row's weight.
+        weights = log.flags.get("recent_weight", log.weight)
         recent = [(v, float(w), float(t)) for v, w, t in
-                  zip(log.item[rows[:RECENT_ITEMS]], log.weight[rows[:RECENT_ITEMS]], log.ts[rows[:RECENT_ITEMS]])]
+                  zip(log.item[rows[:RECENT_ITEMS]], weights[rows[:RECENT_ITEMS]], log.ts[rows[:RECENT_ITEMS]])]
         positives = [(v, w) for v, w, _ in recent if w > 0]
         short_term = None
         if self.sources.collab is not None and positives:

@@ -289,13 +289,12 @@ def test_the_served_video_and_creator_features_are_the_ones_the_ranker_was_train
     counts) agree for every video and creator of a platform built over HTTP, and so do the
     whole feature rows of its viewers (their affinities, skips included, and event counts)."""
     from clipfeed.feed.feature_store import VideoCounters, feature_store, load_user, positive_recent
-    from clipfeed.feed.foryou import _build_content
-    from clipfeed.feed.recsys.content import hashtag_index
+    from clipfeed.feed.content_catalog import build_content, read_served_content
     from clipfeed.feed.recsys.features import FEATURE_NAMES, build_features
     from clipfeed.feed.foryou import creator_states, video_state
     from clipfeed.feed.recsys.pipeline import LogState, Sources
     from clipfeed.feed.sources import load_catalog
-    from clipfeed.feed.training import _state_options
+    from clipfeed.feed.training import _state_options, training_content_index
     from tests.conftest import wait_for
 
     alice, bob = factories.make_user(settings), factories.make_user(settings)
@@ -316,8 +315,8 @@ def test_the_served_video_and_creator_features_are_the_ones_the_ranker_was_train
 
     log = asyncio.run(load_training_log(settings))
     catalogue = sorted(log.items)
-    # The content index `clipfeed train` builds (hashtags only, as the API's).
-    content = hashtag_index(catalogue, [log.items[v].hashtags for v in catalogue])
+    # The content index `clipfeed train` builds (captions and hashtags here, as the API's).
+    content = training_content_index(log.items, catalogue)
     trained = LogState(log, catalogue, sources=Sources(None, None, content), **_state_options())
     rows = np.array([trained.data.item_index[v] for v in videos])
 
@@ -344,7 +343,8 @@ def test_the_served_video_and_creator_features_are_the_ones_the_ranker_was_train
         assert live[video].velocity_now(trained.now) == pytest.approx(learned.velocity, rel=0.01), video
     # The whole feature rows of every viewer (no collaborative model here): what the store's
     # profile and the served states give, and what training computed, column by column.
-    served_content = _build_content(catalog, 1000)  # the API's content index
+    served_content = build_content(*factories.run(settings, lambda session: read_served_content(
+        session, catalog, 1000)))  # the API's content index
     served_states = [video_state(catalog.videos[v], live[v], trained.now, served_content.vector(v)) for v in videos]
 
     async def profile_of(session, user_id):
