@@ -17,7 +17,7 @@ app = typer.Typer(help="clipfeed: a self-hostable short-video platform.", no_arg
 console = Console()
 
 BENCH_DIR = Path(__file__).resolve().parent.parent / "bench"
-BENCHMARKS = ("transcode", "first_playable", "upload", "social", "live")
+BENCHMARKS = ("transcode", "first_playable", "upload", "social", "live", "content_features")
 
 
 @app.callback()
