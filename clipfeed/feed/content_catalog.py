@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from sqlalchemy import text
 
-from clipfeed.feed.recsys.content import ContentIndex, served_index
+from clipfeed.feed.recsys.content import ContentIndex, TextVectorCache, served_index
 
 READ_CHUNK = 500  # ids per IN (...) list: SQLite's default variable limit is far above, PostgreSQL's plans stay cheap
 
@@ -60,10 +60,12 @@ async def read_content_inputs(conn, video_ids: list[str]) -> tuple[dict[str, str
     return captions, media_rows(stored, video_ids)
 
 
-def build_content(video_ids: list[str], captions: dict[str, str], hashtags: list, media: np.ndarray) -> ContentIndex | None:
+def build_content(video_ids: list[str], captions: dict[str, str], hashtags: list, media: np.ndarray,
+                  text_cache: TextVectorCache | None = None) -> ContentIndex | None:
     """The served index with its ANN structure built now (seconds at 50k videos: the caller runs
-    this in a thread, not lazily in the first ranking on the event loop)."""
-    index = served_index(video_ids, [captions.get(v, "") for v in video_ids], hashtags, media)
+    this in a thread, not lazily in the first ranking on the event loop). `text_cache`: the
+    previous build's text vectors, reused where a video's text is unchanged."""
+    index = served_index(video_ids, [captions.get(v, "") for v in video_ids], hashtags, media, text_cache)
     return index.prepare() if index is not None else None
 
 

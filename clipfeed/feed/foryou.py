@@ -48,11 +48,12 @@ from clipfeed.config import Settings
 from clipfeed.errors import ClipfeedError
 from clipfeed.feed import events as feed_events
 from clipfeed.feed import trending
+from clipfeed.feed.content_catalog import build_content, read_served_content
 from clipfeed.feed.feature_store import FeatureStore, VideoCounters, deployment_key, feature_store, load_user
 from clipfeed.feed.impressions import ImpressionLog
 from clipfeed.feed.models import Impression, NotInterested
+from clipfeed.feed.recsys.content import TextVectorCache
 from clipfeed.feed.recsys.features import CreatorState, UserState, VideoState
-from clipfeed.feed.content_catalog import build_content, read_served_content
 from clipfeed.feed.reranking import (LOOKAHEAD, Ranked, diversify, fits_creator_rules, out_of_collections,
                                      visible_rows)
 from clipfeed.feed.sources import (Catalog, CatalogCache, SourceContext, VideoMeta, _keep_out_of_collections,
@@ -262,6 +263,7 @@ class ForYouEngine:
         self.served_versions: dict[str, str | None] = {}
         self._content: tuple[int, object] | None = None
         self._content_building = False
+        self._text_vectors = TextVectorCache()  # the content index's, kept from one build to the next
         # Anonymous viewers share one ranked list per region, rebuilt every ANON_TTL_S; the
         # cursor names the list its first page came from (kept a while longer), so paging on
         # never skips or repeats an item when a newer list replaces it.
@@ -403,7 +405,8 @@ class ForYouEngine:
             return None
         limit = self.settings.feed_content_index_max
         if len(catalog) <= 2000:
-            self._content = (id(catalog), build_content(*await read_served_content(session, catalog, limit)))
+            inputs = await read_served_content(session, catalog, limit)
+            self._content = (id(catalog), build_content(*inputs, self._text_vectors))
             return self._content[1]
         if not self._content_building:
             self._content_building = True
@@ -412,7 +415,7 @@ class ForYouEngine:
                 try:
                     async with self._read_session(db) as own:
                         inputs = await read_served_content(own, catalog, limit)
-                    index = await asyncio.to_thread(build_content, *inputs)
+                    index = await asyncio.to_thread(build_content, *inputs, self._text_vectors)
                     self._content = (id(catalog), index)
                     _keep_out_of_collections(self.settings)  # its id list and id -> row dict, as the catalog's
                 except Exception:  # noqa: BLE001

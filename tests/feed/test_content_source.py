@@ -86,3 +86,29 @@ def test_captions_place_videos_without_media_vectors(client, settings):
     bikes = [scores[v] for v, topic in about.items() if topic.startswith("mountain") and v in scores]
     assert len(bread) == 3 and len(bikes) == 6, scores
     assert min(bread) > max(bikes), (sorted(bread), sorted(bikes))
+
+
+def test_a_catalog_refresh_embeds_only_new_or_edited_texts_and_builds_the_same_index():
+    """The text vectors of the previous build are reused by video id and text: the second build
+    of an unchanged catalog embeds nothing, an edited caption and a new video are embedded, and
+    the index equals one built from scratch."""
+    from clipfeed.feed.recsys.content import TextVectorCache, served_index
+
+    ids = [f"v{i}" for i in range(30)]
+    captions = [f"clip number {i} about {'cats' if i % 2 else 'cars'}" for i in range(30)]
+    hashtags = [(f"tag{i % 4}",) for i in range(30)]
+    media = np.full((30, DIM), np.nan, dtype=np.float32)
+    media[::3] = np.random.default_rng(1).normal(size=(10, DIM))
+    cache = TextVectorCache()
+    served_index(ids, captions, hashtags, media, cache)
+    assert cache.embedded == 30
+    again = served_index(ids, captions, hashtags, media, cache)
+    assert cache.embedded == 0
+    np.testing.assert_array_equal(again.vectors, served_index(ids, captions, hashtags, media).vectors)
+
+    captions[5] = "an edited caption"
+    grown_ids, grown_captions = ids + ["v30"], captions + ["a new upload"]
+    grown_tags, grown_media = hashtags + [("tag9",)], np.vstack([media, np.full((1, DIM), np.nan, np.float32)])
+    refreshed = served_index(grown_ids, grown_captions, grown_tags, grown_media, cache)
+    assert cache.embedded == 2
+    np.testing.assert_array_equal(refreshed.vectors, served_index(grown_ids, grown_captions, grown_tags, grown_media).vectors)
