@@ -24,7 +24,8 @@ from clipfeed.media import keys
 from clipfeed.media import service as media
 from clipfeed.media.ffmpeg import Rung, Soundtrack, plan_ladder, transcode_ladder, write_master_playlist
 from clipfeed.media.ladder import RUNG_INIT, RUNG_PLAYLIST
-from clipfeed.media.content_features import NAMES_VERSION, ContentFeatures, extract_content_features
+from clipfeed.media.content_features import (ANALYSE_MAX_S, NAMES_VERSION, ContentFeatures,
+                                              extract_content_features)
 from clipfeed.media.models import Sound, Video, VideoContentFeatures, VideoOrigin, VideoStatus
 from clipfeed.media.probe import MediaRejected, ProbeResult, probe_media
 from clipfeed.social.notifications import notify
@@ -285,12 +286,20 @@ class Processor:
                 await media.notify_caption_mentions(session, video)
 
 
-def join_rung(rung_dir: Path, out: Path) -> Path:
+def join_rung(rung_dir: Path, out: Path, max_seconds: float = ANALYSE_MAX_S) -> Path:
     """One file of a published CMAF rung: its init segment and media segments back to back, in
     the playlist's order, make a fragmented MP4 that ffmpeg reads as a plain file (no HLS demuxer,
-    no playlist to follow)."""
-    segments = [line.strip() for line in (rung_dir / RUNG_PLAYLIST).read_text().splitlines()
-                if line.strip() and not line.startswith("#")]
+    no playlist to follow). Only the segments of the first `max_seconds` (what the content
+    features look at: a long live replay is not copied whole)."""
+    segments, covered = [], 0.0
+    for line in (rung_dir / RUNG_PLAYLIST).read_text().splitlines():
+        line = line.strip()
+        if line.startswith("#EXTINF:"):
+            covered += float(line[len("#EXTINF:"):].split(",")[0] or 0)
+        elif line and not line.startswith("#"):
+            segments.append(line)
+            if covered >= max_seconds:
+                break
     with open(out, "wb") as joined:
         for name in [RUNG_INIT, *segments]:
             path = (rung_dir / name).resolve()

@@ -205,3 +205,28 @@ def test_a_worker_killed_mid_job_is_replaced_and_the_job_completes(settings_fact
         if first.poll() is None:
             os.killpg(first.pid, signal.SIGKILL)
         server.stop()
+
+
+def test_a_rung_is_joined_in_playlist_order_up_to_the_analysed_span(tmp_path):
+    """The content features read the lowest rung as one fragmented MP4: the init segment, then
+    the media segments in the playlist's order, only as many as cover the analysed span (a long
+    live replay is not copied whole); a segment name leaving the rung's folder is refused."""
+    from clipfeed.media.pipeline import join_rung
+
+    rung = tmp_path / "480p"
+    rung.mkdir()
+    (rung / "init.mp4").write_bytes(b"I")
+    names = [f"seg_{i:05d}.m4s" for i in range(5)]
+    for i, name in enumerate(names):
+        (rung / name).write_bytes(str(i).encode())
+    lines = ["#EXTM3U", "#EXT-X-MAP:URI=\"init.mp4\""]
+    for name in reversed(names):  # the playlist's order, not the names', decides
+        lines += ["#EXTINF:2.000,", name]
+    (rung / "playlist.m3u8").write_text("\n".join(lines + ["#EXT-X-ENDLIST"]) + "\n")
+    assert join_rung(rung, tmp_path / "all.mp4").read_bytes() == b"I43210"
+    assert join_rung(rung, tmp_path / "first.mp4", max_seconds=5).read_bytes() == b"I432"
+
+    (rung / "playlist.m3u8").write_text("#EXTM3U\n#EXTINF:2.000,\n../escape.m4s\n")
+    (tmp_path / "escape.m4s").write_bytes(b"x")
+    with pytest.raises(ValueError):
+        join_rung(rung, tmp_path / "bad.mp4")
