@@ -17,7 +17,8 @@ def _set_cookie(response: Response, settings, token: str) -> None:
 @router.post("/auth/register", status_code=201, response_model=AuthOut)
 async def register(body: RegisterRequest, response: Response, session: Session, settings: Settings):
     user, token = await service.register(session, settings, handle=body.handle, password=body.password,
-                                         display_name=body.display_name, birth_date=body.birth_date)
+                                         display_name=body.display_name, birth_date=body.birth_date,
+                                         interests=body.interests)
     _set_cookie(response, settings, token)
     return {"user": user, "token": token}
 

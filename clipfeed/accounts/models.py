@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import Date, ForeignKey, Index, Integer, String
+from sqlalchemy import JSON, Date, ForeignKey, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from clipfeed.db.base import Base, UTCDateTime, new_id, utcnow
@@ -23,6 +23,9 @@ class User(Base):
     follower_count: Mapped[int] = mapped_column(Integer, default=0)
     following_count: Mapped[int] = mapped_column(Integer, default=0)
     video_count: Mapped[int] = mapped_column(Integer, default=0)
+    # Topics the user chose (hashtags, stored normalized): the For You feed proposes them to a
+    # newcomer before their own swipes say anything (accounts/profiles.py: normalize_interests).
+    interests: Mapped[list] = mapped_column(JSON, default=list, server_default="[]")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

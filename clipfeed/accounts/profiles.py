@@ -1,5 +1,5 @@
-"""Profile edits: display name, bio and region. Text is stored as given (trimmed, checked for
-length and control characters) and never interpreted: clients render it as text."""
+"""Profile edits: display name, bio, region and interests. Text is stored as given (trimmed,
+checked for length and control characters) and never interpreted: clients render it as text."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from clipfeed.errors import ValidationFailed
 
 MAX_DISPLAY_NAME = 64
 MAX_BIO = 280
+MAX_INTERESTS = 10
 
 # ISO 3166-1 alpha-2, officially assigned codes.
 REGIONS = frozenset("""
@@ -45,8 +46,26 @@ def normalize_region(region: str | None) -> str | None:
     return code
 
 
+def normalize_interests(interests: list[str] | None) -> list[str]:
+    """Topics as stored: each a hashtag in its stored form ('#' optional), duplicates dropped,
+    order kept, at most MAX_INTERESTS; a value that is not a hashtag is refused by name."""
+    from clipfeed.social.text import normalize_tag
+
+    out: list[str] = []
+    for raw in interests or []:
+        tag = normalize_tag(raw) if isinstance(raw, str) else None
+        if tag is None:
+            raise ValidationFailed(f"interest {str(raw)[:40]!r} is not a hashtag (letters, digits, _; not only digits)",
+                                   field="interests")
+        if tag not in out:
+            out.append(tag)
+    if len(out) > MAX_INTERESTS:
+        raise ValidationFailed(f"at most {MAX_INTERESTS} interests", field="interests")
+    return out
+
+
 async def update_profile(session: AsyncSession, user: User, changes: dict) -> User:
-    """Apply the given fields (keys present in `changes`: display_name, bio, region)."""
+    """Apply the given fields (keys present in `changes`: display_name, bio, region, interests)."""
     if "display_name" in changes:
         name = _check_text(changes["display_name"] or "", "display_name", MAX_DISPLAY_NAME, multiline=False)
         if not name:
@@ -56,5 +75,7 @@ async def update_profile(session: AsyncSession, user: User, changes: dict) -> Us
         user.bio = _check_text(changes["bio"] or "", "bio", MAX_BIO, multiline=True)
     if "region" in changes:
         user.region = normalize_region(changes["region"])
+    if "interests" in changes:
+        user.interests = normalize_interests(changes["interests"])
     await session.flush()
     return user

@@ -12,6 +12,8 @@ class RegisterRequest(BaseModel):
     password: str = Field(min_length=1, max_length=1024)
     display_name: str | None = Field(default=None, max_length=64)
     birth_date: date | None = None
+    # Topics to start the For You feed with (hashtags, at most 10); PATCH /me changes them later.
+    interests: list[str] | None = Field(default=None, max_length=50)
 
 
 class LoginRequest(BaseModel):
@@ -28,6 +30,7 @@ class UserOut(BaseModel):
     handle: str
     display_name: str
     bio: str
+    interests: list[str] = []
     created_at: datetime
 
 

@@ -59,8 +59,12 @@ async def issue_token(session: AsyncSession, settings: Settings, user: User) -> 
 
 
 async def register(session: AsyncSession, settings: Settings, *, handle: str, password: str,
-                   display_name: str | None, birth_date: date | None) -> tuple[User, str]:
+                   display_name: str | None, birth_date: date | None,
+                   interests: list[str] | None = None) -> tuple[User, str]:
+    from clipfeed.accounts.profiles import normalize_interests
+
     handle = normalize_handle(handle)
+    chosen = normalize_interests(interests)
     if len(password) < MIN_PASSWORD:
         raise ValidationFailed(f"password must be at least {MIN_PASSWORD} characters", field="password")
     if birth_date is not None:
@@ -74,7 +78,8 @@ async def register(session: AsyncSession, settings: Settings, *, handle: str, pa
     if await session.scalar(select(User.id).where(User.handle == handle)):
         raise Conflict("that handle is taken", code="handle_taken")
     password_hash = await asyncio.to_thread(_hasher.hash, password)
-    user = User(handle=handle, display_name=name, password_hash=password_hash, birth_date=birth_date)
+    user = User(handle=handle, display_name=name, password_hash=password_hash, birth_date=birth_date,
+                interests=chosen)
     session.add(user)
     await session.flush()
     return user, await issue_token(session, settings, user)

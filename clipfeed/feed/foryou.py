@@ -73,6 +73,9 @@ MAX_QUEUES = 50_000
 # Events after which a re-score of the queue is not enough: they change a source's input other
 # than the user's features and affinities (the following source).
 FULL_RANK_EVENTS = frozenset({"follow", "unfollow"})
+# A chosen topic's weight as a hashtag affinity (one completed view adds 1.4 to each of its tags).
+INTEREST_AFFINITY = 1.0
+
 MODES_BY_SOURCES = {
     PERSONALIZED: ("following", "collaborative", "content", "trending", "affinity", "exploration"),
     COLD_START: ("following", "trending", "exploration"),
@@ -221,6 +224,7 @@ class UserQueue:
     seen: SeenImpressions = field(default_factory=SeenImpressions)
     used_at: float = 0.0  # time.monotonic() of the user's latest page
     memo: dict = field(default_factory=dict)  # the sources' scratch space (SourceContext.memo)
+    interests: tuple[str, ...] = ()  # the viewer's chosen topics the queue was ranked with
 
 
 
@@ -510,6 +514,14 @@ class ForYouEngine:
             mode = COLD_START
         rescore = queued is not None and mode == PERSONALIZED
         state = profile.to_state(follows) if profile is not None else None
+        # A newcomer's chosen topics count as a first, weak hashtag affinity — for the sources
+        # and the ranker alike, as if they had watched a little of each — until their own
+        # swipes make them personalized (cold start only: a trained ranker saw no interests).
+        interests = ({tag: INTEREST_AFFINITY for tag in viewer.interests or ()}
+                     if mode == COLD_START and viewer is not None else {})
+        if interests:
+            state = state or UserState(user_id=user_id or "")
+            state.hashtag_affinity = {**interests, **state.hashtag_affinity}
         ctx = SourceContext(
             user_id=user_id, catalog=catalog, settings=settings, now=now, k=settings.feed_queue_size,
             follows=follows, blocked=blocked, exclude=exclude,
@@ -521,7 +533,10 @@ class ForYouEngine:
             collab=collab,
             content=await self.content_index(session, db, catalog) if mode == PERSONALIZED and not rescore else None,
             memo=memo if memo is not None else {})
-        wanted = [self.sources[name] for name in (("affinity",) if rescore else MODES_BY_SOURCES[mode])]
+        names = ("affinity",) if rescore else MODES_BY_SOURCES[mode]
+        if interests and "affinity" not in names:
+            names += ("affinity",)
+        wanted = [self.sources[name] for name in names]
         results, problems = await run_sources(wanted, ctx)
         dropped.update(problems)
 
@@ -689,6 +704,9 @@ class ForYouEngine:
         self._db = db
         queue = self._queue(viewer.id)
         queue.viewer, queue.region = viewer, region_code
+        interests = tuple(viewer.interests or ())
+        if interests != queue.interests:  # topics chosen (or changed) since the queue was ranked
+            queue.interests, queue.stale, queue.full_rank = interests, True, True
         if self.settings.redis_url and not queue.stale and queue.events_seen != self._event_count(viewer.id):
             queue.stale = True  # the user's events were handled by another API process
         if (queue.stale and queue.rerank is not None and not queue.rerank.done()

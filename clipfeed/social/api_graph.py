@@ -27,6 +27,7 @@ class ProfilePatch(BaseModel):
     display_name: str | None = Field(default=None, max_length=profile_edits.MAX_DISPLAY_NAME)
     bio: str | None = Field(default=None, max_length=profile_edits.MAX_BIO)
     region: str | None = Field(default=None, max_length=8)
+    interests: list[str] | None = Field(default=None, max_length=50)  # hashtags; normalized, at most 10 kept
 
 
 def _follow_out(user_id: str, state: graph.FollowState) -> dict:

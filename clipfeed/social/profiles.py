@@ -37,6 +37,7 @@ async def profile(session: AsyncSession, user_id: str, viewer: User | None) -> d
     }
     if is_me:
         body["region"] = user.region
+        body["interests"] = list(user.interests or [])
     return body
 
 

@@ -162,3 +162,30 @@ def test_unknown_route_is_json_404(client):
     response = client.get("/api/v1/nothing-here")
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "not_found"
+
+
+def test_interests_chosen_at_sign_up_are_normalized_and_editable(client):
+    """Topics (hashtags) chosen at sign-up: stored in the hashtags' form ('#' dropped, case
+    folded, duplicates once), shown to the user themselves, changed with PATCH /me; anything
+    that is not a hashtag, or more than 10, is a 422 naming the field, and nothing changes."""
+    response = client.post("/api/v1/auth/register", json={"handle": _handle(), "password": "longenough1",
+                                                           "interests": ["#Cats", "cooking", "cats", "ＤＩＹ"]})
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert body["user"]["interests"] == ["cats", "cooking", "diy"]
+    headers = {"Authorization": f"Bearer {body['token']}"}
+    assert client.get("/api/v1/me", headers=headers).json()["interests"] == ["cats", "cooking", "diy"]
+
+    changed = client.patch("/api/v1/me", json={"interests": ["skate"]}, headers=headers)
+    assert changed.status_code == 200 and changed.json()["interests"] == ["skate"]
+    for bad in (["not a tag"], ["1234"], [f"t{i}" for i in range(11)], [""]):
+        refused = client.patch("/api/v1/me", json={"interests": bad}, headers=headers)
+        assert refused.status_code == 422, (bad, refused.text)
+        assert refused.json()["error"]["field"] == "interests" and refused.json()["error"]["message"]
+    assert client.get("/api/v1/me", headers=headers).json()["interests"] == ["skate"]
+    client.cookies.clear()  # the sign-up's session cookie: look as someone else
+    other = client.get(f"/api/v1/users/{body['user']['id']}/profile")
+    assert other.status_code == 200 and "interests" not in other.json()  # the user's own business
+    refused = client.post("/api/v1/auth/register", json={"handle": _handle(), "password": "longenough1",
+                                                          "interests": ["ok", "no way"]})
+    assert refused.status_code == 422 and refused.json()["error"]["field"] == "interests"

@@ -459,3 +459,32 @@ def test_the_queue_of_a_user_gone_idle_is_dropped_and_their_next_page_ranks_afre
             assert list(queues) == [first["id"]]
     finally:
         server.stop()
+
+
+def test_a_newcomers_chosen_topics_fill_their_first_page_until_their_swipes_speak(client, settings):
+    """A new user with interests ["dogs"] (no events, follows nobody) gets dog videos on their
+    first page, proposed by the affinity source, as many as the topic spread lets one topic have
+    (half of every 10); one without interests gets the cold-start mix. Changing the interests
+    re-ranks the next first page for the new topic."""
+    from clipfeed.feed.reranking import MAX_TAG_PER_WINDOW
+
+    platform = topical_platform(settings)
+    dogs, cars = set(platform["by_topic"]["dogs"]), set(platform["by_topic"]["cars"])
+    plain, chooser = f.make_user(settings), f.make_user(settings)
+    f.update_user(settings, chooser["id"], interests=["dogs"])
+
+    baseline = page(client, plain["headers"], limit=10, explain=1)
+    assert baseline["mode"] == "cold_start"
+    assert not any("affinity" in item["explain"]["sources"] for item in baseline["items"])
+    first = page(client, chooser["headers"], limit=10, explain=1)
+    assert first["mode"] == "cold_start"
+    picked = [item for item in first["items"] if item["id"] in dogs]
+    assert len(picked) == MAX_TAG_PER_WINDOW, [item["id"] for item in first["items"]]
+    assert all("affinity" in item["explain"]["sources"] for item in picked)
+    assert all(item["id"] in dogs for item in first["items"] if "affinity" in item["explain"]["sources"])
+
+    changed = client.patch("/api/v1/me", json={"interests": ["cars"]}, headers=chooser["headers"])
+    assert changed.status_code == 200, changed.text
+    again = page(client, chooser["headers"], limit=10, explain=1)
+    proposed = [item["id"] for item in again["items"] if "affinity" in item["explain"]["sources"]]
+    assert len([v for v in proposed if v in cars]) == MAX_TAG_PER_WINDOW and set(proposed) <= cars, again["items"]
