@@ -73,6 +73,28 @@ def _signup(tab, handle: str) -> None:
 
 
 @pytest.mark.browser
+def test_topics_picked_at_sign_up_become_the_accounts_interests(live_server, tabs):
+    """The sign-up form offers topics as toggle chips (the trending hashtags, or a default set
+    when nothing trends); the ones left pressed are the new account's interests."""
+    tab = tabs()
+    page = tab.goto("/signup")
+    page.wait_for_selector(".topic-chips button[data-topic]")
+    chips = page.locator(".topic-chips button[data-topic]")
+    assert chips.count() >= 6
+    topics = [chips.nth(i).get_attribute("data-topic") for i in range(3)]
+    for i in range(3):
+        chips.nth(i).click()
+    chips.nth(1).click()  # changed their mind
+    assert chips.nth(1).get_attribute("aria-pressed") == "false" and chips.nth(0).get_attribute("aria-pressed") == "true"
+    page.fill("#auth-handle", "topicpicker")
+    page.fill("#auth-password", "correct horse 42")
+    page.click("button[type=submit]")
+    page.wait_for_url(re.compile(r"/$"))
+    me = page.evaluate("async () => (await fetch('/api/v1/me')).json()")
+    assert me["interests"] == [topics[0], topics[2]], me
+
+
+@pytest.mark.browser
 def test_signup_upload_watch_profile_like_comment_follow(live_server, client, clips, feed, tabs):
     tab = tabs()
     page = tab.page

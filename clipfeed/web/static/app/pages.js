@@ -24,11 +24,13 @@ export async function authPage(view, mode) {
   ];
   let displayName = null;
   let birthDate = null;
+  let topics = null;
   if (signup) {
     displayName = h("input", { id: "auth-name", name: "display_name", maxlength: "50", autocomplete: "name" });
     birthDate = h("input", { id: "auth-birth", name: "birth_date", type: "date" });
+    topics = topicPicker();
     fields.push(h("label", { for: "auth-name", text: "Display name (optional)" }), displayName,
-      h("label", { for: "auth-birth", text: "Birth date (optional)" }), birthDate);
+      h("label", { for: "auth-birth", text: "Birth date (optional)" }), birthDate, topics.box);
   }
   const submit = h("button", { type: "submit", class: "btn primary wide", text: signup ? "Create account" : "Log in" });
   const form = h("form", { class: "auth-form", novalidate: false }, ...fields, error, submit);
@@ -48,6 +50,8 @@ export async function authPage(view, mode) {
     if (signup) {
       if (displayName.value.trim()) body.display_name = displayName.value.trim();
       if (birthDate.value) body.birth_date = birthDate.value;
+      const chosen = topics.chosen();
+      if (chosen.length) body.interests = chosen;
     }
     try {
       await api(signup ? "auth/register" : "auth/login", { method: "POST", body });
@@ -61,6 +65,34 @@ export async function authPage(view, mode) {
   });
   handle.focus();
   return null;
+}
+
+// Topics a newcomer's For You starts from (until their swipes say more): the trending hashtags,
+// or these when nothing trends yet. At most MAX_TOPICS, as the server allows.
+const DEFAULT_TOPICS = ["comedy", "food", "music", "dance", "fitness", "pets", "art", "travel", "tech", "sports",
+  "fashion", "diy"];
+const MAX_TOPICS = 10;
+
+function topicPicker() {
+  const chosen = new Set();
+  const list = h("ul", { class: "chips topic-chips" });
+  const box = h("fieldset", { class: "topics" }, h("legend", { text: "Topics you like (optional)" }), list);
+  function paint(tags) {
+    list.replaceChildren(...tags.map((tag) => {
+      const chip = h("button", { type: "button", class: "chip", "aria-pressed": "false", "data-topic": tag, text: `#${tag}` });
+      chip.addEventListener("click", () => {
+        if (chosen.has(tag)) chosen.delete(tag);
+        else if (chosen.size < MAX_TOPICS) chosen.add(tag);
+        chip.setAttribute("aria-pressed", chosen.has(tag) ? "true" : "false");
+      });
+      return h("li", {}, chip);
+    }));
+  }
+  paint(DEFAULT_TOPICS);
+  api("trending/hashtags", { query: { limit: 12 } }).then((page) => {
+    if (page.items.length >= 6 && !chosen.size) paint(page.items.map((t) => t.tag));
+  }).catch(() => {});  // the defaults stay
+  return { box, chosen: () => [...chosen] };
 }
 
 async function pagedList(path, render, { query = {}, emptyText } = {}) {
