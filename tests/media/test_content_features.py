@@ -1,5 +1,5 @@
-"""extract_content_features on tiny clips generated with lavfi: colours, motion, cuts, spectrum and
-tempo come out as the generated content dictates; degenerate and hostile inputs give finite
+"""extract_content_features on tiny clips generated with lavfi (and cartoon faces drawn with
+OpenCV): colours, motion, cuts, faces, spectrum and tempo come out as the generated content dictates; degenerate and hostile inputs give finite
 numbers or ContentFeaturesError; nothing is left in the work folder."""
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ import json
 import math
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -53,6 +54,38 @@ def _clicks(bpm: float) -> str:
     return f"aevalsrc='0.8*sin(2*PI*1000*t)*lt(mod(t\\,{60 / bpm:.6f})\\,0.03)':s=44100"
 
 
+def _draw_face(canvas: np.ndarray, centre: tuple[int, int], width: int) -> None:
+    """A cartoon frontal face (skin oval, hair, brows, eyes, nose shade, mouth): the light and dark
+    bands a Viola-Jones cascade looks for, drawn rather than photographed."""
+    x, y = centre
+    w = width / 0.64  # the oval is 0.64 of the drawing's box wide
+
+    def ellipse(dx: float, dy: float, ax: float, ay: float, shade: int) -> None:
+        cv2.ellipse(canvas, (int(x + dx * w), int(y + dy * w)), (max(1, int(ax * w)), max(1, int(ay * w))),
+                    0, 0, 360, (shade, shade, shade), -1)
+
+    ellipse(0, 0, 0.32, 0.42, 190)
+    ellipse(0, -0.33, 0.33, 0.14, 30)
+    for side in (-0.13, 0.13):
+        ellipse(side, -0.15, 0.08, 0.02, 60)
+        ellipse(side, -0.08, 0.06, 0.03, 50)
+    ellipse(0, 0.07, 0.03, 0.06, 160)
+    ellipse(0, 0.2, 0.1, 0.03, 80)
+
+
+def _faces_clip(path: Path, faces: list[tuple[float, float, float]], seconds: float = 4) -> Path:
+    """A 360x640 portrait clip of cartoon faces, each (centre x, centre y, width) relative to the
+    frame's width, drifting a little so the encoder sees motion."""
+    picture = np.full((700, 400, 3), 45, np.uint8)
+    for fx, fy, fw in faces:
+        _draw_face(picture, (int(20 + fx * 360), int(30 + fy * 360)), int(fw * 360))
+    picture = cv2.GaussianBlur(picture, (0, 0), 1.5)
+    still = path.with_suffix(".png")
+    cv2.imwrite(str(still), picture)
+    graph = "[0:v]crop=360:640:x='20+10*sin(t)':y='30+10*cos(t)',format=yuv420p[v]"
+    return _encode(path, ["-loop", "1", "-framerate", "30", "-i", str(still), "-filter_complex", graph], None, seconds)
+
+
 CLIPS = {
     "red": lambda p: _encode(p, _colour("red"), _sine(300), 4),
     "darkred": lambda p: _encode(p, _colour("0x990000"), _sine(330), 4),
@@ -68,10 +101,12 @@ CLIPS = {
     "clicks90": lambda p: _encode(p, _colour("gray"), _clicks(90), 6),
     "black_silent": lambda p: _encode(p, _colour("black"), "anullsrc=r=44100:cl=stereo", 3),
     "tiny": lambda p: _encode(p, _colour("green"), _sine(440), 0.04),  # one frame, < one analysis window of audio
+    "selfie": lambda p: _faces_clip(p, [(0.5, 0.7, 0.6)]),
+    "pair_far": lambda p: _faces_clip(p, [(0.28, 1.0, 0.25), (0.72, 1.0, 0.25)]),
 }
 DURATIONS = {"three_colours": 6.0, "dissolve": 5.4, "clicks120": 6.0, "clicks90": 6.0, "black_silent": 3.0,
              "tiny": 0.04}
-SILENT = ("three_colours", "dissolve")  # made without an audio track
+SILENT = ("three_colours", "dissolve", "selfie", "pair_far")  # made without an audio track
 
 
 @pytest.fixture(scope="module")
@@ -164,6 +199,23 @@ def test_a_quick_dissolve_is_one_cut(features):
 
 
 # -------------------------------------------------------------------------------------- audio
+
+def test_faces_are_counted_and_sized(features):
+    selfie, pair = features("selfie").values, features("pair_far").values
+    assert selfie["face_frames"] >= 0.75 and pair["face_frames"] >= 0.75
+    assert selfie["face_count"] == pytest.approx(1.0, abs=0.25)
+    assert pair["face_count"] == pytest.approx(2.0, abs=0.5)
+    # The cascade's boxes are ~1.25x the drawn oval's width (they take in the hair and chin margins).
+    assert selfie["face_size"] == pytest.approx(1.25 * 0.6, abs=0.15)
+    assert pair["face_size"] == pytest.approx(1.25 * 0.25, abs=0.1)
+    assert selfie["face_size"] > 2 * pair["face_size"]
+
+
+@pytest.mark.parametrize("name", ["red", "moving", "three_colours", "black_silent"])
+def test_no_faces_where_there_are_none(features, name):
+    values = features(name).values
+    assert values["face_frames"] == values["face_size"] == values["face_count"] == 0.0
+
 
 def test_low_and_high_tones(features):
     low, high = features("red").values, features("blue").values
