@@ -1,4 +1,4 @@
-"""The clipfeed command: serve, worker, migrate, demo, bench, simulate, eval, train, model."""
+"""The clipfeed command: serve, worker, migrate, demo, bench, simulate, eval, train, model, features."""
 
 from __future__ import annotations
 
@@ -206,6 +206,11 @@ def eval_command(
     seed: int = typer.Option(0),
     users: int = typer.Option(500, min=1),
     videos: int = typer.Option(2000, min=1),
+    media_signal: float = typer.Option(
+        0.0, min=0.0, max=10.0, help="With --simulate: give videos media vectors whose topic share is this strong "
+                                     "(0: none; 1: topic, creator style and noise alike)."),
+    untagged_share: float = typer.Option(0.0, min=0.0, max=1.0,
+                                         help="With --simulate: share of videos without caption or hashtags."),
     log_path: Path = typer.Option(None, "--log", help="A MovieLens u.data-format log to evaluate on."),
     k: int = typer.Option(20, min=1, max=1000),
     as_json: bool = typer.Option(False, "--json", help="Print {\"models\": {...}} instead of a table."),
@@ -217,8 +222,11 @@ def eval_command(
 
     if simulate_ == (log_path is not None):
         raise typer.BadParameter("give exactly one of --simulate or --log PATH")
+    if not simulate_ and (media_signal or untagged_share):
+        raise typer.BadParameter("--media-signal and --untagged-share shape a simulated platform: use them with --simulate")
     try:
-        log, platform = simulated(seed=seed, users=users, videos=videos) if simulate_ else (load_log(log_path), None)
+        log, platform = (simulated(seed=seed, users=users, videos=videos, media_signal=media_signal,
+                                   untagged_share=untagged_share) if simulate_ else (load_log(log_path), None))
         result = run_evaluation(log, k=k, seed=seed, weights=Settings().feed_score_weights, platform=platform)
     except (ValueError, FileNotFoundError) as exc:
         console.print(f"[red]cannot evaluate:[/] {exc}")
@@ -295,6 +303,73 @@ def model_rollback(kind: str = typer.Option(..., help="collab or ranker.")) -> N
         console.print(f"[red]{exc}[/]")
         raise typer.Exit(1) from exc
     console.print(f"{kind} now serves {version}")
+
+
+# -- Content features of processed videos ------------------------------------------------------------
+
+features_app = typer.Typer(help="Content-feature vectors of processed videos.", no_args_is_help=True)
+app.add_typer(features_app, name="features")
+
+
+@features_app.command("refresh")
+def features_refresh(
+    limit: int = typer.Option(None, min=1, help="Refresh at most this many videos (default: all)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Only count the videos that would be refreshed."),
+) -> None:
+    """Recompute missing or outdated content-feature vectors of ready videos, newest first.
+
+    Run it after upgrading to a release that bumps the features' NAMES_VERSION, and once for
+    videos processed before content features existed. Each is measured on its published lowest
+    rung, as the processing job does."""
+    import asyncio
+    import shutil
+
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from clipfeed.db import Database
+    from clipfeed.media.feature_refresh import Outcome, count_stale_videos, refresh_content_features
+    from clipfeed.media.ffmpeg import ffmpeg_executable
+    from clipfeed.storage import build_store
+
+    _logging("ERROR")  # each video's outcome is printed below; the tracebacks stay out of the way
+    settings = Settings()
+    colours = {Outcome.REFRESHED: "green", Outcome.FAILED: "red", Outcome.SKIPPED: "yellow"}
+    seen = [0, 0]  # videos done, videos to do
+
+    def show(video_id: str, outcome: str, reason: str | None) -> None:
+        seen[0] += 1
+        console.print(f"[{seen[0]}/{seen[1]}] {video_id} [{colours[outcome]}]{outcome}[/]"
+                      + (f": {reason}" if reason else ""), highlight=False)
+
+    async def run():
+        db = Database(settings, pooled=False)
+        try:
+            stale = await count_stale_videos(db)
+            seen[1] = stale if limit is None else min(stale, limit)
+            if dry_run:
+                return seen[1]
+            return await refresh_content_features(settings, db, build_store(settings), limit=limit, on_video=show)
+        finally:
+            await db.dispose()
+
+    ffmpeg = ffmpeg_executable(settings.ffmpeg_path)
+    if not dry_run and shutil.which(ffmpeg) is None:
+        console.print(f"[red]cannot refresh content features:[/] no ffmpeg at {ffmpeg} (CLIPFEED_FFMPEG_PATH)",
+                      highlight=False)
+        raise typer.Exit(2)
+    try:
+        result = asyncio.run(run())
+    except (SQLAlchemyError, OSError, ValueError) as exc:
+        # The database or the store is unusable (a video's own failure is counted, never raised).
+        console.print(f"[red]cannot refresh content features:[/] {getattr(exc, 'orig', None) or exc}\n"
+                      "(is CLIPFEED_DATABASE_URL / CLIPFEED_STORAGE_URL right, and has `clipfeed migrate` run?)",
+                      highlight=False)
+        raise typer.Exit(2) from None
+    if dry_run:
+        console.print(f"{result} videos would be refreshed")
+        return
+    console.print(f"refreshed {result.refreshed}, failed {result.failed}, skipped {result.skipped} "
+                  f"in {result.elapsed_s:.1f} s")
 
 
 if __name__ == "__main__":

@@ -101,7 +101,7 @@ class VideoContentFeatures(Base):
     module's FEATURE_NAMES order. A narrow table of its own: the For You content index and the
     training job read it for tens of thousands of videos at a time, which the `videos` row's
     JSON columns would make megabytes. `names_version` changes when the names do; readers skip
-    vectors of another version (re-processing writes the current one)."""
+    vectors of another version (`clipfeed features refresh` writes the current one)."""
 
     __tablename__ = "video_content_features"
 

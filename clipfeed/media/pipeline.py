@@ -273,10 +273,7 @@ class Processor:
             video.artifacts = artifacts
             video.features = {**(video.features or {}), **(getattr(result, "features", None) or {})}
             if content is not None:
-                video.features = {**video.features, "content": content.as_json()}
-                await session.merge(VideoContentFeatures(
-                    video_id=video.id, names_version=NAMES_VERSION,
-                    vector=np.asarray(content.vector(), dtype="<f4").tobytes()))
+                await store_content_features(session, video, content)
             video.progress = 100.0
             video.heartbeat_at = None
             if video.status == VideoStatus.PROCESSING:  # a source with no rung would be a bug
@@ -286,13 +283,21 @@ class Processor:
                 await media.notify_caption_mentions(session, video)
 
 
-def join_rung(rung_dir: Path, out: Path, max_seconds: float = ANALYSE_MAX_S) -> Path:
-    """One file of a published CMAF rung: its init segment and media segments back to back, in
-    the playlist's order, make a fragmented MP4 that ffmpeg reads as a plain file (no HLS demuxer,
-    no playlist to follow). Only the segments of the first `max_seconds` (what the content
-    features look at: a long live replay is not copied whole)."""
+async def store_content_features(session, video: Video, content: ContentFeatures) -> None:
+    """The one place a video's content features are written (the processing job, and
+    `feature_refresh` for videos processed earlier): the vector that the content index and the
+    training job read, and the values shown under `features.content`, in the caller's
+    transaction, so one is never stored without the other."""
+    video.features = {**(video.features or {}), "content": content.as_json()}
+    await session.merge(VideoContentFeatures(
+        video_id=video.id, names_version=NAMES_VERSION, vector=np.asarray(content.vector(), dtype="<f4").tobytes()))
+
+
+def rung_segments(playlist: str, max_seconds: float = ANALYSE_MAX_S) -> list[str]:
+    """The media segments of a rung's playlist, in its order, up to the first that reaches
+    `max_seconds`: what `join_rung` reads, so a copy of a rung needs only these."""
     segments, covered = [], 0.0
-    for line in (rung_dir / RUNG_PLAYLIST).read_text().splitlines():
+    for line in playlist.splitlines():
         line = line.strip()
         if line.startswith("#EXTINF:"):
             covered += float(line[len("#EXTINF:"):].split(",")[0] or 0)
@@ -300,6 +305,15 @@ def join_rung(rung_dir: Path, out: Path, max_seconds: float = ANALYSE_MAX_S) -> 
             segments.append(line)
             if covered >= max_seconds:
                 break
+    return segments
+
+
+def join_rung(rung_dir: Path, out: Path, max_seconds: float = ANALYSE_MAX_S) -> Path:
+    """One file of a published CMAF rung: its init segment and media segments back to back, in
+    the playlist's order, make a fragmented MP4 that ffmpeg reads as a plain file (no HLS demuxer,
+    no playlist to follow). Only the segments of the first `max_seconds` (what the content
+    features look at: a long live replay is not copied whole)."""
+    segments = rung_segments((rung_dir / RUNG_PLAYLIST).read_text(), max_seconds)
     with open(out, "wb") as joined:
         for name in [RUNG_INIT, *segments]:
             path = (rung_dir / name).resolve()

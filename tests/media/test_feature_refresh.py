@@ -1,0 +1,151 @@
+"""Recomputing stale or missing content-feature vectors of processed videos (after a release bumps
+NAMES_VERSION, or for videos processed before the features existed): real videos processed by the
+real pipeline and ffmpeg, their stored vectors made stale through the database, on every backend."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlalchemy import delete, select, update
+from typer.testing import CliRunner
+
+from clipfeed.accounts.models import User
+from clipfeed.cli import app
+from clipfeed.db import Database
+from clipfeed.media import keys, pipeline
+from clipfeed.media.content_features import FEATURE_NAMES, NAMES_VERSION
+from clipfeed.media.feature_refresh import Outcome, refresh_content_features
+from clipfeed.media.imports import import_local_file
+from clipfeed.media.ladder import RUNG_INIT
+from clipfeed.media.models import Video, VideoContentFeatures
+from clipfeed.storage import build_store
+from tests import mediagen
+from tests.conftest import db_run
+from tests.feed import factories as f
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> list[Path]:
+    """Two short clips that look and sound different, so their vectors cannot be confused."""
+    folder = tmp_path_factory.mktemp("refresh")
+    return [mediagen.make_clip(folder / "a.mp4", width=360, height=640, seconds=3, tone_hz=440),
+            mediagen.make_clip(folder / "b.mp4", width=360, height=640, seconds=3, pattern="rgbtestsrc",
+                               tone_hz=1200)]
+
+
+def process(settings, owner_id: str, clip: Path) -> str:
+    """A video made from `clip` and processed by the pipeline to the end; its id."""
+
+    async def create(session):
+        owner = await session.get(User, owner_id)
+        return (await import_local_file(session, owner, clip, filename=clip.name, move=False)).id
+
+    video_id = db_run(settings, create)
+    asyncio.run(pipeline.process_video(settings, video_id))
+    assert stored(settings)[video_id][0] == NAMES_VERSION, "the pipeline stored no vector"
+    return video_id
+
+
+def stored(settings) -> dict[str, tuple[int, np.ndarray]]:
+    async def read(session):
+        rows = (await session.execute(select(VideoContentFeatures.video_id, VideoContentFeatures.names_version,
+                                             VideoContentFeatures.vector))).all()
+        return {video_id: (version, np.frombuffer(vector, dtype="<f4")) for video_id, version, vector in rows}
+
+    return db_run(settings, read)
+
+
+def change(settings, *statements) -> None:
+    async def work(session):
+        for statement in statements:
+            await session.execute(statement)
+
+    db_run(settings, work)
+
+
+def refresh(settings, **options) -> tuple:
+    outcomes: list[tuple[str, str]] = []
+
+    async def run():
+        db = Database(settings, pooled=False)
+        try:
+            return await refresh_content_features(settings, db, build_store(settings), **options,
+                                                  on_video=lambda video_id, outcome, _: outcomes.append(
+                                                      (video_id, outcome)))
+        finally:
+            await db.dispose()
+
+    return asyncio.run(run()), outcomes
+
+
+def test_stale_and_missing_vectors_are_recomputed_and_a_broken_video_is_counted_and_passed(settings, clips):
+    owner = f.make_user(settings)
+    outdated, missing, broken = (process(settings, owner["id"], clip) for clip in (*clips, clips[0]))
+    original = stored(settings)
+    content_json = db_run(settings, lambda s: s.get(Video, outdated)).features["content"]
+    change(settings,
+           update(VideoContentFeatures).where(VideoContentFeatures.video_id == outdated)
+           .values(names_version=NAMES_VERSION - 1),
+           delete(VideoContentFeatures).where(VideoContentFeatures.video_id.in_((missing, broken))))
+    renditions = db_run(settings, lambda s: s.get(Video, broken)).renditions
+    lowest = min(renditions, key=lambda r: r["width"] * r["height"])["name"]
+    asyncio.run(build_store(settings).delete(keys.hls_key(broken, f"{lowest}/{RUNG_INIT}")))
+
+    report, outcomes = refresh(settings)
+
+    # Newest first: the broken video (processed last) fails, and the run goes on to the others.
+    assert outcomes == [(broken, Outcome.FAILED), (missing, Outcome.REFRESHED), (outdated, Outcome.REFRESHED)]
+    assert (report.refreshed, report.failed, report.skipped) == (2, 1, 0) and report.elapsed_s > 0
+    now = stored(settings)
+    assert broken not in now, "a failure writes nothing"
+    for video_id in (outdated, missing):
+        version, vector = now[video_id]
+        assert version == NAMES_VERSION and len(vector) == len(FEATURE_NAMES)
+        # Same rung, same measurement: what the pipeline had stored.
+        assert np.allclose(vector, original[video_id][1], atol=1e-5), video_id
+    assert not np.allclose(now[outdated][1], now[missing][1], atol=1e-3)
+    refreshed_json = db_run(settings, lambda s: s.get(Video, outdated)).features["content"]
+    assert refreshed_json["names_version"] == NAMES_VERSION
+    assert refreshed_json["values"] == pytest.approx(content_json["values"], abs=1e-4)
+
+    again, outcomes = refresh(settings)
+    assert (again.refreshed, again.failed) == (0, 1) and outcomes == [(broken, Outcome.FAILED)]
+
+
+def _env(settings) -> dict[str, str]:
+    env = {"CLIPFEED_DATA_DIR": str(settings.data_dir), "CLIPFEED_SECRET_KEY": settings.secret_key, "COLUMNS": "200"}
+    for name in ("database_url", "database_schema"):
+        if getattr(settings, name):
+            env[f"CLIPFEED_{name.upper()}"] = getattr(settings, name)
+    return env
+
+
+def test_the_command_counts_on_a_dry_run_and_reports_failures_without_failing(settings):
+    owner = f.make_user(settings)
+    # Ready rows written straight to the database, with no vector and no published rung.
+    unmeasured = [f.make_video(settings, owner["id"]) for _ in range(3)]
+    f.make_video(settings, owner["id"], status="processing", progress=10.0)  # its job will store one
+    runner = CliRunner(env=_env(settings))
+
+    counted = runner.invoke(app, ["features", "refresh", "--dry-run"], catch_exceptions=False)
+    assert counted.exit_code == 0, counted.output
+    assert "3 videos would be refreshed" in counted.output
+    limited = runner.invoke(app, ["features", "refresh", "--dry-run", "--limit", "2"], catch_exceptions=False)
+    assert "2 videos would be refreshed" in limited.output
+
+    ran = runner.invoke(app, ["features", "refresh", "--limit", "2"], catch_exceptions=False)
+    assert ran.exit_code == 0, ran.output
+    assert ran.output.count("no published rung") == 2 and unmeasured[-1] in ran.output  # newest first
+    assert "refreshed 0, failed 2, skipped 0" in ran.output
+    assert stored(settings) == {}
+
+
+def test_the_command_names_a_database_it_cannot_use(tmp_path):
+    result = CliRunner(env={"CLIPFEED_DATA_DIR": str(tmp_path), "COLUMNS": "200"}).invoke(
+        app, ["features", "refresh", "--dry-run"])
+    assert result.exit_code == 2, result.output
+    assert "cannot refresh content features" in result.output and "clipfeed migrate" in result.output
+    assert "Traceback" not in result.output
