@@ -27,7 +27,7 @@ from sqlalchemy import text
 from clipfeed.config import Settings
 from clipfeed.feed.content_catalog import read_content_inputs
 from clipfeed.feed.recsys.baselines import ALS
-from clipfeed.feed.recsys.content import ContentIndex, served_index
+from clipfeed.feed.recsys.content import metadata_index
 from clipfeed.feed.recsys.dataset import InteractionLog, ItemMeta, sample_users, temporal_split
 from clipfeed.feed.recsys.metrics import evaluate
 from clipfeed.feed.recsys.pipeline import ClipfeedRecommender
@@ -257,17 +257,6 @@ async def load_training_log(settings: Settings) -> InteractionLog:
                           flags, meta)
 
 
-def training_content_index(meta: dict[str, ItemMeta], served: list[str]) -> ContentIndex | None:
-    """The content index the API would serve over `served` (content_catalog.py): captions,
-    hashtags and media vectors, as `load_training_log` read them."""
-    from clipfeed.media.content_features import FEATURE_NAMES
-
-    missing = np.full(len(FEATURE_NAMES), np.nan, dtype=np.float32)
-    media = np.array([meta[v].media if meta[v].media is not None else missing for v in served], dtype=np.float32)
-    return served_index(served, [meta[v].caption for v in served], [meta[v].hashtags for v in served],
-                        media.reshape(len(served), len(FEATURE_NAMES)))
-
-
 def _state_options() -> dict:
     from clipfeed.feed.feature_store import SHORT_TERM_EVENTS, VELOCITY_HALF_LIFE_S, VELOCITY_WEIGHTS
 
@@ -335,7 +324,7 @@ def train_models(data: InteractionLog, settings: Settings, *, seed: int = 0, ste
         meta = data.items or {}
         served = sorted((v for v in catalogue if v in meta), key=lambda v: -(meta[v].created_ts or 0.0))
         served = served[:settings.feed_content_index_max]
-        content = training_content_index(meta, served)
+        content = metadata_index(meta, served)
         pipeline = ClipfeedRecommender(weights=settings.feed_score_weights, seed=seed, als_params=als.params,
                                        use_itemknn=False, state_options=_state_options(), max_users=max_users,
                                        content=content, ranker_labels=settings.feed_ranker_labels)

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import re
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from clipfeed.feed.recsys.collaborative import _build_index, _search, rows_of
+from clipfeed.feed.recsys.dataset import ItemMeta
 
 _WORD = re.compile(r"[#@]?\w+", re.UNICODE)
 
@@ -106,6 +107,20 @@ def served_index(video_ids: Sequence[str], captions: Sequence[str], hashtags: Se
     index = ContentIndex()
     text_vectors = text_cache.vectors(video_ids, texts, index.embedder) if text_cache is not None else None
     return index.build(list(video_ids), texts, media if has_media else None, text_vectors=text_vectors)
+
+
+def metadata_index(items: Mapping[str, ItemMeta], video_ids: Sequence[str]) -> ContentIndex | None:
+    """`served_index` over the videos' metadata as an interaction log carries it (`ItemMeta`):
+    what `clipfeed train` and `clipfeed eval` build, so both see the index the API serves."""
+    ids = [v for v in video_ids if v in items]
+    vectors = [items[v].media for v in ids]
+    width = next((len(vector) for vector in vectors if vector is not None), 0)
+    media = None
+    if width:
+        missing = np.full(width, np.nan, dtype=np.float32)
+        media = np.array([missing if vector is None or len(vector) != width else vector for vector in vectors],
+                         dtype=np.float32)
+    return served_index(ids, [items[v].caption for v in ids], [items[v].hashtags for v in ids], media)
 
 
 class ContentIndex:

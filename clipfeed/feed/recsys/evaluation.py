@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from clipfeed.feed.recsys.baselines import ALS, ItemKNN, Popularity
+from clipfeed.feed.recsys.content import metadata_index
 from clipfeed.feed.recsys.dataset import InteractionLog, Split, load_udata, temporal_split
 from clipfeed.feed.recsys.metrics import evaluate
 from clipfeed.feed.recsys.pipeline import ClipfeedRecommender
@@ -45,11 +46,12 @@ class EvaluationResult:
                 "als_params": self.als_params}
 
 
-def simulated(*, seed: int = 0, users: int = 500, videos: int = 2000, interactions_per_user: int = 80
-              ) -> tuple[InteractionLog, Platform]:
-    """A simulated platform and its interaction log."""
+def simulated(*, seed: int = 0, users: int = 500, videos: int = 2000, interactions_per_user: int = 80,
+              media_signal: float = 0.0, untagged_share: float = 0.0) -> tuple[InteractionLog, Platform]:
+    """A simulated platform and its interaction log (`SimConfig` says what the options mean)."""
     cfg = SimConfig(seed=seed, users=users, videos=videos, creators=max(10, videos // 5),
-                    interactions_per_user=interactions_per_user)
+                    interactions_per_user=interactions_per_user, media_signal=media_signal,
+                    untagged_share=untagged_share)
     platform = simulate_platform(cfg)
     return generate_log(platform), platform
 
@@ -79,9 +81,7 @@ class ServedPipelineCase:
         log = generate_log(platform, interactions_per_user=30)
         split = temporal_split(log, 0.8)
         catalogue = log.all_items
-        from clipfeed.feed.training import training_content_index
-
-        content = training_content_index(log.items, catalogue)
+        content = metadata_index(log.items, catalogue)
         return cls(platform, log, split, sorted(u for u, rel in split.relevant.items() if rel), content,
                    ALS(seed=0).fit(split.train, catalogue))
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from clipfeed.feed.recsys.baselines import ALS, Interactions, ItemKNN, top_k_excluding, top_k_in_place
 from clipfeed.feed.recsys.collaborative import CollaborativeModel
-from clipfeed.feed.recsys.content import ContentIndex, video_text
+from clipfeed.feed.recsys.content import ContentIndex, metadata_index
 from clipfeed.feed.recsys.dataset import InteractionLog, sample_users, temporal_split
 from clipfeed.feed.recsys.features import CreatorState, UserState, VideoState, build_features
 from clipfeed.feed.recsys.ranker import HEADS, HeuristicRanker, LightGBMRanker, Ranker, weighted_score
@@ -352,12 +352,9 @@ _UNSET = object()
 
 
 def content_index(log: InteractionLog, catalogue: Sequence[str]) -> ContentIndex | None:
-    """The text index of the catalogue's videos that have metadata (None without any text)."""
-    if not log.items:
-        return None
-    ids = [v for v in catalogue if v in log.items]
-    texts = [video_text(log.items[v].caption, log.items[v].hashtags) for v in ids]
-    return ContentIndex().build(ids, texts) if any(texts) else None
+    """The served content index (text + media vectors) of the catalogue's videos that have
+    metadata (None without any)."""
+    return metadata_index(log.items, catalogue)
 
 
 def fit_sources(log: InteractionLog, catalogue: Sequence[str], *, als_params: dict, seed: int = 0,

@@ -2,7 +2,8 @@
 
 Users have latent tastes over topics; creators have a topic focus and a quality level; videos
 have a topic mix (mostly their creator's), a quality, a duration, hashtags and a caption derived
-from their topics, and a sound. `respond` says what a user does with a video — completion
+from their topics, a sound, and optionally a media vector standing in for the spine's content
+features (`SimConfig.media_signal`) and no text at all for a share of them (`untagged_share`). `respond` says what a user does with a video — completion
 follows affinity × quality × length, a skip is leaving within 2 s, likes/shares/comments/follows
 happen only after a completion — so evaluations (offline here, online through the HTTP API in
 the feed tests) measure recommendations against a ground truth we control.
@@ -41,6 +42,13 @@ class SimConfig:
     days: float = 30.0
     # Organic exposure mix when generating a log: popular / random / taste-driven.
     exposure_mix: tuple[float, float, float] = (0.35, 0.25, 0.40)
+    # Media vectors (0: none). How a video looks and sounds follows its topics (each topic has its
+    # own look, e.g. cooking is warm and slow, gaming fast and saturated), its creator's house style
+    # and its own accident: media = media_signal x topic look + creator style + noise, the last two
+    # of fixed strength, so this is the topic's share of what the features say.
+    media_signal: float = 0.0
+    # Share of videos uploaded without caption or hashtags (their topics still drive behaviour).
+    untagged_share: float = 0.0
 
 
 @dataclass
@@ -63,6 +71,7 @@ class Platform:
     video_caption: list[str]
     video_created: np.ndarray     # [V] unix seconds
     topic_tags: list[str]
+    video_media: np.ndarray | None = None  # [V, D] when SimConfig.media_signal > 0
     _unit_taste: np.ndarray = field(repr=False, default=None)
     _unit_topics: np.ndarray = field(repr=False, default=None)
 
@@ -75,9 +84,11 @@ class Platform:
         return np.einsum("ij,ij->i", self._unit_taste[users], self._unit_topics[videos])
 
     def item_meta(self) -> dict[str, ItemMeta]:
+        media = self.video_media
         return {vid: ItemMeta(creator_id=self.creator_ids[self.video_creator[i]], hashtags=self.video_hashtags[i],
                               sound_id=self.video_sound[i], duration_s=float(self.video_duration[i]),
-                              caption=self.video_caption[i], created_ts=float(self.video_created[i]))
+                              caption=self.video_caption[i], created_ts=float(self.video_created[i]),
+                              media=media[i] if media is not None else None)
                 for i, vid in enumerate(self.video_ids)}
 
 
@@ -160,6 +171,20 @@ def simulate_platform(cfg: SimConfig) -> Platform:
         rng.shuffle(words)
         captions.append(" ".join(words))
     video_created = _EPOCH - rng.uniform(0, cfg.days, cfg.videos) * _DAY
+    # Options draw from a stream of their own: a platform made without them is the same as ever.
+    extra = np.random.default_rng([cfg.seed, 1])
+    video_media = None
+    if cfg.media_signal > 0:
+        from clipfeed.media.content_features import FEATURE_NAMES
+
+        width = len(FEATURE_NAMES)
+        topic_look = extra.normal(0.0, 1.0, (T, width))
+        creator_style = extra.normal(0.0, 0.7, (cfg.creators, width))
+        video_media = (cfg.media_signal * video_topics @ topic_look + creator_style[video_creator]
+                       + extra.normal(0.0, 1.0, (cfg.videos, width))).astype(np.float32)
+    if cfg.untagged_share > 0:
+        for v in np.flatnonzero(extra.random(cfg.videos) < cfg.untagged_share):
+            hashtags[v], captions[v] = (), ""
 
     return Platform(cfg=cfg, user_ids=[f"u{i}" for i in range(cfg.users)],
                     creator_ids=[f"c{i}" for i in range(cfg.creators)], video_ids=[f"v{i}" for i in range(cfg.videos)],
@@ -167,7 +192,7 @@ def simulate_platform(cfg: SimConfig) -> Platform:
                     creator_quality=creator_quality, video_creator=video_creator, video_topics=video_topics,
                     video_quality=video_quality, video_duration=video_duration, video_popularity=video_popularity,
                     video_hashtags=hashtags, video_sound=sounds, video_caption=captions, video_created=video_created,
-                    topic_tags=topic_tags)
+                    topic_tags=topic_tags, video_media=video_media)
 
 
 def completion_probability(platform: Platform, users: np.ndarray, videos: np.ndarray) -> np.ndarray:

@@ -99,3 +99,36 @@ def test_ground_truth_scores_a_list_by_what_its_viewers_get():
     assert ground_truth(platform, one, 20)["completion@20"] == pytest.approx(
         completion_probability(platform, np.zeros(20, dtype=int),
                                np.array([platform.video_ids.index(v) for v in one[users[0]]])).mean())
+
+
+def test_media_vectors_follow_topics_and_change_nothing_else():
+    from dataclasses import replace
+
+    from clipfeed.feed.recsys.content import metadata_index
+    from clipfeed.media.content_features import FEATURE_NAMES
+
+    plain = simulate_platform(SMALL)
+    dressed = simulate_platform(replace(SMALL, media_signal=1.0, untagged_share=0.5))
+    assert plain.video_media is None and all(m.media is None for m in plain.item_meta().values())
+    # The options draw from a stream of their own: same users, videos and behaviour, same log.
+    a, b = generate_log(plain), generate_log(dressed)
+    assert np.array_equal(a.item, b.item) and np.array_equal(a.weight, b.weight)
+    assert np.array_equal(plain.video_topics, dressed.video_topics)
+
+    media = dressed.video_media
+    assert media.shape == (300, len(FEATURE_NAMES)) and np.isfinite(media).all()
+    # A video's nearest neighbour by its media vector shares its main topic far more often than chance.
+    unit = media / np.linalg.norm(media, axis=1, keepdims=True)
+    similarity = unit @ unit.T
+    np.fill_diagonal(similarity, -np.inf)
+    main = dressed.video_topics.argmax(axis=1)
+    same_topic = float((main[similarity.argmax(axis=1)] == main).mean())
+    chance = float(((np.bincount(main) / len(main)) ** 2).sum())
+    assert same_topic > 3 * chance
+
+    untagged = [v for v, meta in dressed.item_meta().items() if not meta.hashtags and not meta.caption]
+    assert 0.4 < len(untagged) / 300 < 0.6
+    # Untagged videos still get a place in the content index: by how they look and sound.
+    index = metadata_index(b.items, b.all_items)
+    assert set(untagged) <= set(index.ids)
+    assert np.linalg.norm(index.vectors[[index.index_of[v] for v in untagged]], axis=1).min() > 0

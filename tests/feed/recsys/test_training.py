@@ -294,7 +294,8 @@ def test_the_served_video_and_creator_features_are_the_ones_the_ranker_was_train
     from clipfeed.feed.foryou import creator_states, video_state
     from clipfeed.feed.recsys.pipeline import LogState, Sources
     from clipfeed.feed.sources import load_catalog
-    from clipfeed.feed.training import _state_options, training_content_index
+    from clipfeed.feed.recsys.content import metadata_index
+    from clipfeed.feed.training import _state_options
     from tests.conftest import wait_for
 
     alice, bob = factories.make_user(settings), factories.make_user(settings)
@@ -316,7 +317,7 @@ def test_the_served_video_and_creator_features_are_the_ones_the_ranker_was_train
     log = asyncio.run(load_training_log(settings))
     catalogue = sorted(log.items)
     # The content index `clipfeed train` builds (captions and hashtags here, as the API's).
-    content = training_content_index(log.items, catalogue)
+    content = metadata_index(log.items, catalogue)
     trained = LogState(log, catalogue, sources=Sources(None, None, content), **_state_options())
     rows = np.array([trained.data.item_index[v] for v in videos])
 
