@@ -76,6 +76,10 @@ class Settings(BaseSettings):
     ffmpeg_timeout_s: float = 900.0
     # Cap on everything one job may write: a hostile file cannot fill the disk.
     max_output_bytes: int = 2048 * MB
+    # Videos whose content-feature vector is missing or of an older NAMES_VERSION are measured
+    # again in the background, at most this many every 10 minutes (0: only `clipfeed features
+    # refresh` does it).
+    content_features_refresh_per_run: int = 20
 
     # Media delivery.
     signed_url_ttl_seconds: int = 3600

@@ -29,6 +29,30 @@ def recover_stale(settings: Settings, queue) -> None:
         queue.enqueue("media.process_video", video_id)
 
 
+@periodic("media.refresh_content_features", minute="*/10")
+def refresh_content_features(settings: Settings) -> None:
+    """After an upgrade that changes the content features, every video's vector is stale: the
+    worker measures them again a few at a time (newest first, which the feed serves first), so
+    nobody has to remember `clipfeed features refresh`. A handful per run keeps the CPU for uploads."""
+    if settings.content_features_refresh_per_run <= 0:
+        return
+    from clipfeed.db import Database
+    from clipfeed.media.feature_refresh import refresh_content_features as refresh
+    from clipfeed.storage import build_store
+
+    async def run():
+        db = Database(settings, pooled=False)
+        try:
+            return await refresh(settings, db, build_store(settings), limit=settings.content_features_refresh_per_run)
+        finally:
+            await db.dispose()
+
+    report = run_async(run)
+    if report.refreshed or report.failed:
+        log.info("content features: refreshed %s, failed %s, skipped %s in %.1f s", report.refreshed, report.failed,
+                 report.skipped, report.elapsed_s)
+
+
 @periodic("uploads.cleanup_expired", minute="*/15")
 def cleanup_expired_uploads(settings: Settings) -> None:
     from clipfeed.db import Database

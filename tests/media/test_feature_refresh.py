@@ -114,6 +114,17 @@ def test_stale_and_missing_vectors_are_recomputed_and_a_broken_video_is_counted_
     again, outcomes = refresh(settings)
     assert (again.refreshed, again.failed) == (0, 1) and outcomes == [(broken, Outcome.FAILED)]
 
+    # The worker's periodic job does the same a few videos per run, newest first.
+    from clipfeed.jobs.queue import PERIODIC
+    from clipfeed.media import tasks
+
+    assert PERIODIC["media.refresh_content_features"].fn is tasks.refresh_content_features
+    change(settings, delete(VideoContentFeatures))
+    tasks.refresh_content_features(settings.model_copy(update={"content_features_refresh_per_run": 2}))
+    assert set(stored(settings)) == {missing}, "the broken video used one of the two slots"
+    tasks.refresh_content_features(settings.model_copy(update={"content_features_refresh_per_run": 0}))
+    assert set(stored(settings)) == {missing}, "0 turns the job off"
+
 
 def _env(settings) -> dict[str, str]:
     env = {"CLIPFEED_DATA_DIR": str(settings.data_dir), "CLIPFEED_SECRET_KEY": settings.secret_key, "COLUMNS": "200"}
