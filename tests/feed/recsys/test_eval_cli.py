@@ -71,6 +71,13 @@ def test_eval_needs_exactly_one_source(args, tmp_path):
     assert result.exit_code == 2
 
 
+def test_simulated_platform_options_need_a_simulated_platform(tmp_path):
+    log = tmp_path / "u.data"
+    log.write_text("1\t1\t5\t1700000000\n")
+    result = runner.invoke(app, ["eval", "--log", str(log), "--media-signal", "1"], env={"COLUMNS": "200"})
+    assert result.exit_code == 2 and "--simulate" in result.output
+
+
 def test_eval_reports_a_missing_or_empty_log_clearly(tmp_path):
     result = runner.invoke(app, ["eval", "--log", str(tmp_path / "missing.data")])
     assert result.exit_code == 2 and "no interaction log" in result.output
