@@ -353,8 +353,8 @@ _UNSET = object()
 
 def content_index(log: InteractionLog, catalogue: Sequence[str]) -> ContentIndex | None:
     """The served content index (text + media vectors) of the catalogue's videos that have
-    metadata (None without any)."""
-    return metadata_index(log.items, catalogue)
+    metadata (None without any: a u.data log)."""
+    return metadata_index(log.items, catalogue) if log.items else None
 
 
 def fit_sources(log: InteractionLog, catalogue: Sequence[str], *, als_params: dict, seed: int = 0,

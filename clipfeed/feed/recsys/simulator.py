@@ -3,9 +3,10 @@
 Users have latent tastes over topics; creators have a topic focus and a quality level; videos
 have a topic mix (mostly their creator's), a quality, a duration, hashtags and a caption derived
 from their topics, a sound, and optionally a media vector standing in for the spine's content
-features (`SimConfig.media_signal`) and no text at all for a share of them (`untagged_share`). `respond` says what a user does with a video — completion
-follows affinity × quality × length, a skip is leaving within 2 s, likes/shares/comments/follows
-happen only after a completion — so evaluations (offline here, online through the HTTP API in
+features (`SimConfig.media_signal`) and no text at all for a share of them (`untagged_share`).
+`respond` says what a user does with a video — completion follows affinity × quality × length,
+a skip is leaving within 2 s, likes/shares/comments/follows happen only after a completion — so
+evaluations (offline here, online through the HTTP API in
 the feed tests) measure recommendations against a ground truth we control.
 """
 
