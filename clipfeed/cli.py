@@ -315,19 +315,23 @@ app.add_typer(features_app, name="features")
 def features_refresh(
     limit: int = typer.Option(None, min=1, help="Refresh at most this many videos (default: all)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Only count the videos that would be refreshed."),
+    retry_failed: bool = typer.Option(False, "--retry-failed",
+                                      help="Also retry videos whose last refresh failed, before their wait is over."),
 ) -> None:
     """Recompute missing or outdated content-feature vectors of ready videos, newest first.
 
     Run it after upgrading to a release that bumps the features' NAMES_VERSION, and once for
     videos processed before content features existed. Each is measured on its published lowest
-    rung, as the processing job does."""
+    rung, as the processing job does. A video that fails waits before its next attempt (1 h,
+    doubling with each failure, at most a week); --retry-failed tries those now too."""
     import asyncio
     import shutil
 
     from sqlalchemy.exc import SQLAlchemyError
 
     from clipfeed.db import Database
-    from clipfeed.media.feature_refresh import Outcome, count_stale_videos, refresh_content_features
+    from clipfeed.media.feature_refresh import (Outcome, count_stale_videos, count_waiting_videos,
+                                                refresh_content_features)
     from clipfeed.media.ffmpeg import ffmpeg_executable
     from clipfeed.storage import build_store
 
@@ -344,11 +348,12 @@ def features_refresh(
     async def run():
         db = Database(settings, pooled=False)
         try:
-            stale = await count_stale_videos(db)
+            stale = await count_stale_videos(db, retry_failed=retry_failed)
             seen[1] = stale if limit is None else min(stale, limit)
             if dry_run:
-                return seen[1]
-            return await refresh_content_features(settings, db, build_store(settings), limit=limit, on_video=show)
+                return seen[1], 0 if retry_failed else await count_waiting_videos(db)
+            return await refresh_content_features(settings, db, build_store(settings), limit=limit,
+                                                  retry_failed=retry_failed, on_video=show)
         finally:
             await db.dispose()
 
@@ -366,10 +371,15 @@ def features_refresh(
                       highlight=False)
         raise typer.Exit(2) from None
     if dry_run:
-        console.print(f"{result} videos would be refreshed")
+        due, waiting = result
+        console.print(f"{due} videos would be refreshed" + _waiting_note(waiting))
         return
     console.print(f"refreshed {result.refreshed}, failed {result.failed}, skipped {result.skipped} "
-                  f"in {result.elapsed_s:.1f} s")
+                  f"in {result.elapsed_s:.1f} s" + _waiting_note(result.waiting))
+
+
+def _waiting_note(waiting: int) -> str:
+    return f"; {waiting} more wait for the retry of a failed refresh (--retry-failed: now)" if waiting else ""
 
 
 if __name__ == "__main__":

@@ -111,6 +111,23 @@ class VideoContentFeatures(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class VideoContentFeatureFailure(Base):
+    """The last failed attempt to refresh a video's content features (`feature_refresh`): when a
+    video cannot be measured again (a rung lost from the store, a file ffmpeg rejects), the next
+    attempt waits `retry_at`, doubling with each failure, so a broken video neither takes a slot
+    of every periodic run nor fills the log every 10 minutes. Removed when a vector is stored;
+    a failure under another `names_version` does not hold back the new release's attempt."""
+
+    __tablename__ = "video_content_feature_failures"
+
+    video_id: Mapped[str] = mapped_column(ForeignKey("videos.id", ondelete="CASCADE"), primary_key=True)
+    names_version: Mapped[int] = mapped_column(Integer)
+    attempts: Mapped[int] = mapped_column(Integer)
+    last_error: Mapped[str] = mapped_column(String(500))
+    retry_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    failed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class Upload(Base):
     """A tus upload. Its state lives here and in the blob, so it survives a server restart."""
 

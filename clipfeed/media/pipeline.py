@@ -14,7 +14,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, delete, or_, select, update
 
 from clipfeed.accounts.models import User
 from clipfeed.config import Settings
@@ -26,7 +26,8 @@ from clipfeed.media.ffmpeg import Rung, Soundtrack, plan_ladder, transcode_ladde
 from clipfeed.media.ladder import RUNG_INIT, RUNG_PLAYLIST
 from clipfeed.media.content_features import (ANALYSE_MAX_S, NAMES_VERSION, ContentFeatures,
                                               extract_content_features)
-from clipfeed.media.models import Sound, Video, VideoContentFeatures, VideoOrigin, VideoStatus
+from clipfeed.media.models import (Sound, Video, VideoContentFeatureFailure, VideoContentFeatures, VideoOrigin,
+                                   VideoStatus)
 from clipfeed.media.probe import MediaRejected, ProbeResult, probe_media
 from clipfeed.social.notifications import notify
 from clipfeed.storage import BlobStore, build_store
@@ -287,10 +288,12 @@ async def store_content_features(session, video: Video, content: ContentFeatures
     """The one place a video's content features are written (the processing job, and
     `feature_refresh` for videos processed earlier): the vector that the content index and the
     training job read, and the values shown under `features.content`, in the caller's
-    transaction, so one is never stored without the other."""
+    transaction, so one is never stored without the other. A vector stored ends the refresh's
+    backoff of an earlier failure."""
     video.features = {**(video.features or {}), "content": content.as_json()}
     await session.merge(VideoContentFeatures(
         video_id=video.id, names_version=NAMES_VERSION, vector=np.asarray(content.vector(), dtype="<f4").tobytes()))
+    await session.execute(delete(VideoContentFeatureFailure).where(VideoContentFeatureFailure.video_id == video.id))
 
 
 def rung_segments(playlist: str, max_seconds: float = ANALYSE_MAX_S) -> list[str]:

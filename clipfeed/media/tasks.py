@@ -33,7 +33,8 @@ def recover_stale(settings: Settings, queue) -> None:
 def refresh_content_features(settings: Settings) -> None:
     """After an upgrade that changes the content features, every video's vector is stale: the
     worker measures them again a few at a time (newest first, which the feed serves first), so
-    nobody has to remember `clipfeed features refresh`. A handful per run keeps the CPU for uploads."""
+    nobody has to remember `clipfeed features refresh`. A handful per run keeps the CPU for uploads;
+    a video that fails waits longer before each retry, so it is not logged every run."""
     if settings.content_features_refresh_per_run <= 0:
         return
     from clipfeed.db import Database

@@ -17,10 +17,10 @@ from clipfeed.cli import app
 from clipfeed.db import Database
 from clipfeed.media import keys, pipeline
 from clipfeed.media.content_features import FEATURE_NAMES, NAMES_VERSION
-from clipfeed.media.feature_refresh import Outcome, refresh_content_features
+from clipfeed.media.feature_refresh import Outcome, refresh_content_features, retry_delay
 from clipfeed.media.imports import import_local_file
 from clipfeed.media.ladder import RUNG_INIT
-from clipfeed.media.models import Video, VideoContentFeatures
+from clipfeed.media.models import Video, VideoContentFeatureFailure, VideoContentFeatures
 from clipfeed.storage import build_store
 from tests import mediagen
 from tests.conftest import db_run
@@ -66,6 +66,13 @@ def change(settings, *statements) -> None:
     db_run(settings, work)
 
 
+def failures(settings) -> dict[str, VideoContentFeatureFailure]:
+    async def read(session):
+        return {row.video_id: row for row in (await session.scalars(select(VideoContentFeatureFailure))).all()}
+
+    return db_run(settings, read)
+
+
 def refresh(settings, **options) -> tuple:
     outcomes: list[tuple[str, str]] = []
 
@@ -92,7 +99,9 @@ def test_stale_and_missing_vectors_are_recomputed_and_a_broken_video_is_counted_
            delete(VideoContentFeatures).where(VideoContentFeatures.video_id.in_((missing, broken))))
     renditions = db_run(settings, lambda s: s.get(Video, broken)).renditions
     lowest = min(renditions, key=lambda r: r["width"] * r["height"])["name"]
-    asyncio.run(build_store(settings).delete(keys.hls_key(broken, f"{lowest}/{RUNG_INIT}")))
+    init_key = keys.hls_key(broken, f"{lowest}/{RUNG_INIT}")
+    init_segment = asyncio.run(build_store(settings).read_all(init_key))
+    asyncio.run(build_store(settings).delete(init_key))
 
     report, outcomes = refresh(settings)
 
@@ -111,19 +120,50 @@ def test_stale_and_missing_vectors_are_recomputed_and_a_broken_video_is_counted_
     assert refreshed_json["names_version"] == NAMES_VERSION
     assert refreshed_json["values"] == pytest.approx(content_json["values"], abs=1e-4)
 
+    # The failure is recorded: the next attempt waits an hour.
+    failure = failures(settings)[broken]
+    assert (failure.attempts, failure.names_version) == (1, NAMES_VERSION)
+    assert failure.retry_at - failure.failed_at == retry_delay(1) and "init" in failure.last_error
     again, outcomes = refresh(settings)
-    assert (again.refreshed, again.failed) == (0, 1) and outcomes == [(broken, Outcome.FAILED)]
+    assert outcomes == [] and (again.refreshed, again.failed, again.waiting) == (0, 0, 1), "not retried at once"
 
-    # The worker's periodic job does the same a few videos per run, newest first.
+    # Asked for, or once the wait is over, it is tried again, and each failure doubles the wait.
+    _, outcomes = refresh(settings, retry_failed=True)
+    assert outcomes == [(broken, Outcome.FAILED)] and failures(settings)[broken].attempts == 2
+    change(settings, update(VideoContentFeatureFailure).values(retry_at=failure.failed_at))
+    due, outcomes = refresh(settings)
+    assert outcomes == [(broken, Outcome.FAILED)] and due.waiting == 1
+    failure = failures(settings)[broken]
+    assert failure.attempts == 3 and failure.retry_at - failure.failed_at == retry_delay(3) == 4 * retry_delay(1)
+    # A failure under other features (an older release) holds nothing back, and counts from one again.
+    change(settings, update(VideoContentFeatureFailure).values(names_version=NAMES_VERSION - 1))
+    _, outcomes = refresh(settings)
+    assert outcomes == [(broken, Outcome.FAILED)] and failures(settings)[broken].attempts == 1
+
+    # The worker's periodic job does the same a few videos per run, newest first; a video
+    # waiting for its retry takes none of its slots.
     from clipfeed.jobs.queue import PERIODIC
     from clipfeed.media import tasks
 
     assert PERIODIC["media.refresh_content_features"].fn is tasks.refresh_content_features
     change(settings, delete(VideoContentFeatures))
-    tasks.refresh_content_features(settings.model_copy(update={"content_features_refresh_per_run": 2}))
-    assert set(stored(settings)) == {missing}, "the broken video used one of the two slots"
+    tasks.refresh_content_features(settings.model_copy(update={"content_features_refresh_per_run": 1}))
+    assert set(stored(settings)) == {missing}, "the waiting broken video took the one slot"
+    change(settings, delete(VideoContentFeatures))
     tasks.refresh_content_features(settings.model_copy(update={"content_features_refresh_per_run": 0}))
-    assert set(stored(settings)) == {missing}, "0 turns the job off"
+    assert stored(settings) == {}, "0 turns the job off"
+
+    # Repaired, the video is measured at its next attempt, and its failure record goes.
+    async def put_back():
+        async def chunks():
+            yield init_segment
+
+        await build_store(settings).put(init_key, chunks())
+
+    asyncio.run(put_back())
+    _, outcomes = refresh(settings, retry_failed=True)
+    assert (broken, Outcome.REFRESHED) in outcomes and broken in stored(settings)
+    assert failures(settings) == {}
 
 
 def _env(settings) -> dict[str, str]:
@@ -152,6 +192,15 @@ def test_the_command_counts_on_a_dry_run_and_reports_failures_without_failing(se
     assert ran.output.count("no published rung") == 2 and unmeasured[-1] in ran.output  # newest first
     assert "refreshed 0, failed 2, skipped 0" in ran.output
     assert stored(settings) == {}
+
+    # The two failed ones wait for their retry; the dry run says so, and --retry-failed takes them.
+    waiting = runner.invoke(app, ["features", "refresh", "--dry-run"], catch_exceptions=False)
+    assert "1 videos would be refreshed; 2 more wait for the retry of a failed refresh" in waiting.output
+    now = runner.invoke(app, ["features", "refresh", "--dry-run", "--retry-failed"], catch_exceptions=False)
+    assert "3 videos would be refreshed" in now.output and "wait" not in now.output
+    rest = runner.invoke(app, ["features", "refresh"], catch_exceptions=False)
+    assert rest.exit_code == 0 and unmeasured[0] in rest.output and unmeasured[-1] not in rest.output
+    assert "refreshed 0, failed 1, skipped 0" in rest.output and "3 more wait" in rest.output
 
 
 def test_the_command_names_a_database_it_cannot_use(tmp_path):
