@@ -102,14 +102,7 @@ class ItemKNN:
         X.data = np.log1p(X.data)
         X.eliminate_zeros()
         self.user_matrix = X.tocsr()
-        norms = np.sqrt(np.asarray(X.multiply(X).sum(axis=0)).ravel())
-        co = (X.T @ X).tocsr().astype(np.float32)
-        co.setdiag(0)
-        co.eliminate_zeros()
-        # cosine with a shrink term, so two items sharing one user do not look identical
-        co = co.tocoo()
-        co.data = co.data / (norms[co.row] * norms[co.col] + self.shrink)
-        self.similarity = _keep_top_per_row(co.tocsr(), self.neighbours)
+        self.similarity = cosine_neighbours(X, self.neighbours, self.shrink)
         return self
 
     def scores_for(self, user: str) -> np.ndarray | None:
@@ -124,6 +117,20 @@ class ItemKNN:
             s = self.scores_for(u)
             out[u] = [] if s is None else [items[i] for i in top_k_excluding(s, self.data.seen_items(u), k)]
         return out
+
+
+def cosine_neighbours(X: sp.spmatrix, neighbours: int = 100, shrink: float = 10.0) -> sp.csr_matrix:
+    """items × items: each item's `neighbours` most similar items by the shrunk cosine of their
+    columns in X (zero diagonal). The shrink term keeps two items that share one user from
+    looking identical."""
+    X = sp.csr_matrix(X)
+    norms = np.sqrt(np.asarray(X.multiply(X).sum(axis=0)).ravel())
+    co = (X.T @ X).tocsr().astype(np.float32)
+    co.setdiag(0)
+    co.eliminate_zeros()
+    co = co.tocoo()
+    co.data = co.data / (norms[co.row] * norms[co.col] + shrink)
+    return _keep_top_per_row(co.tocsr(), neighbours)
 
 
 def _keep_top_per_row(m: sp.csr_matrix, k: int) -> sp.csr_matrix:

@@ -11,6 +11,12 @@ log still holds, as per-user signals over the items the user has not seen:
   with P = (XᵀX + λI)⁻¹, diag B = 0, scores X·B);
 - what the platform will show next: an item's exposures (every row is one, positive or not) and
   its exposures and positives in the most recent part of the log (trends);
+- what the user did last: their history weighted by recency (each interaction, positive or not,
+  0.5^(later interactions / half-life)) times an item-item model of what is watched together —
+  cosine neighbours (`recent_knn`) or EASE (`recent_ease`), both over every interaction, since
+  what someone chooses to watch says what they watch next whatever they thought of it. On
+  MovieLens 100k these are the strongest signals by far (people rate in sessions, by era and
+  genre); on the simulator's logs the order carries nothing and they get weight 0;
 - a hard-cluster "topic" model: the items are clustered (k-means, 3 seeds, on each bagged ALS
   fit's normalised item vectors), and an item scores log P(its cluster | the user's positives, smoothed)
   + log(its share of its cluster's positives); averaged over the bag like ALS. Where tastes
@@ -21,7 +27,7 @@ log still holds, as per-user signals over the items the user has not seen:
 
 Each signal is standardised per user over the unseen items (a z-score, so the scales are
 comparable) and they are added with weights. Everything that is chosen — EASE's λ, the cluster
-count and the weights (coordinate ascent over a small grid, from the best single signal) — is
+count, the recency half-lives and the weights (coordinate ascent over a small grid, from the best single signal) — is
 chosen on inner temporal splits of the TRAINING data only (per user: the first 70 / 80 / 90 % of
 their training interactions predict the rest; the three cuts' per-user NDCGs are pooled). The
 test part of an evaluation is never looked at. A weight change is kept only if it gains at least
@@ -32,9 +38,9 @@ the same change swung from +4 % to −2 % between neighbouring cuts of one log.
 Tried and dropped (no gain over the tuned ALS on development logs, seeds other than the reported
 ones): a LightGBM lambdarank over these signals, an explicit factorisation of P(positive | shown)
 over the exposed pairs, EASE over all exposures, and similarity to the user's skipped items;
-sequence signals (recency-weighted item-kNN, the last items only, item → next item transitions,
-recency-decayed popularity: the simulator's histories are exchangeable, see
-bench/recsys_headroom.py), non-positive exposures as weak positive or negative ALS feedback, ALS
+on the simulator's logs, whose histories are exchangeable (bench/recsys_headroom.py), sequence
+signals (the last items only, item → next item transitions, recency-decayed popularity; the
+recency-weighted neighbours above lose there too and are weighted 0 by the inner cuts), non-positive exposures as weak positive or negative ALS feedback, ALS
 sharing item factors with the exposure matrix, bags larger than 8; for the cluster signal: refining
 the k-means labels by the users' cluster-share likelihood (+1 % at k = 20, collapses into few
 clusters at k = 10 or 40), PLSA instead of hard clusters, non-positive exposures in the users'
@@ -44,16 +50,17 @@ cluster shares, the three cluster counts averaged, a popularity mixture inside t
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import numpy as np
 import scipy.sparse as sp
 from scipy.cluster.vq import kmeans2
 
-from clipfeed.feed.recsys.baselines import ALS, Interactions, ItemKNN
+from clipfeed.feed.recsys.baselines import ALS, Interactions, ItemKNN, cosine_neighbours
 from clipfeed.feed.recsys.dataset import InteractionLog, temporal_split
 
-SIGNALS = ("als_bag", "cluster", "itemknn", "ease", "exposure", "recent_exposure", "recent_positive")
+SIGNALS = ("als_bag", "cluster", "itemknn", "ease", "recent_knn", "recent_ease", "exposure", "recent_exposure",
+           "recent_positive")
 WEIGHT_GRID = (0.0, 0.25, 0.5, 1.0)   # weights tried per signal (only the ratios matter)
 MIN_GAIN = 0.005                      # relative inner-split NDCG gain a weight change must bring
 EASE_LAMBDAS = (50.0, 150.0, 400.0, 1000.0)
@@ -62,6 +69,7 @@ CLUSTER_COUNTS = (10, 20, 40)         # k-means cluster counts tried (the inner 
 CLUSTER_PRIOR = 0.5                   # pseudo-positives per cluster in a user's cluster shares
 KMEANS_RESTARTS = 3                   # k-means clusterings (different seeds) per bagged ALS fit, all averaged
 ALS_BAG = 8                           # ALS fits averaged (random starts seed, seed+1000, ...)
+HALF_LIVES = (2.0, 5.0, 10.0, 20.0)   # recency half-lives tried, in a user's later interactions
 RECENT_FRACTION = 0.1                 # "recent": the last 10 % of the log's time span
 TUNING_USERS = 1500                   # users scored on the inner splits, all cuts together (a sample on big logs)
 INNER_CUTS = (0.7, 0.8, 0.9)          # inner temporal splits the choices are scored on, pooled
@@ -93,6 +101,25 @@ def cluster_scores(positives: np.ndarray, labels: np.ndarray, item_positives: np
     return np.log(share[:, labels]) + np.log(within)[None, :]
 
 
+def recency_rows(log: InteractionLog, data: Interactions, half_life: float) -> sp.csr_matrix:
+    """users × items: each of a user's interactions weighted 0.5 ** (their interactions after it /
+    `half_life`), so the latest counts 1 and one `half_life` interactions back counts ½ (an item
+    met twice adds both)."""
+    ordered = log.sorted()
+    users = ordered.user.astype(str)
+    if not len(users):
+        return sp.csr_matrix(data.matrix.shape, dtype=np.float32)
+    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
+    ends = np.r_[starts[1:], len(users)]
+    later = np.repeat(ends, ends - starts) - 1 - np.arange(len(users))
+    rows = np.fromiter((data.user_index[u] for u in users), dtype=np.int64, count=len(users))
+    cols = np.fromiter((data.item_index[v] for v in ordered.item), dtype=np.int64, count=len(users))
+    weights = np.power(0.5, later / half_life).astype(np.float32)
+    matrix = sp.csr_matrix((weights, (rows, cols)), shape=data.matrix.shape)
+    matrix.sum_duplicates()
+    return matrix
+
+
 def ease_weights(X: sp.spmatrix, lam: float) -> np.ndarray:
     """EASE's item×item matrix for the user×item matrix X (closed form, zero diagonal)."""
     gram = np.asarray((X.T @ X).todense(), dtype=np.float64)
@@ -107,7 +134,8 @@ class _Signals:
     """The fitted signals over one log; `block(users)` gives their per-user z-scores."""
 
     def __init__(self, log: InteractionLog, catalogue: Sequence[str], als_params: dict, seed: int,
-                 ease_lambdas: Sequence[float] = (), cluster_counts: Sequence[int] = ()):
+                 ease_lambdas: Sequence[float] = (), cluster_counts: Sequence[int] = (),
+                 half_lives: Sequence[float] = ()):
         self.bag = [ALS(dict(als_params), tune=False, seed=seed + 1000 * b).fit(log, catalogue)
                     for b in range(ALS_BAG)]
         self.knn = ItemKNN().fit(log, catalogue)
@@ -121,6 +149,11 @@ class _Signals:
         use_ease = 0 < n <= EASE_MAX_ITEMS
         self.ease = {lam: ease_weights(self.positives, lam) for lam in ease_lambdas} if use_ease else {}
         self.ease_lambda = next(iter(self.ease), None)
+        # what users watch next after what they watched last: item-item models of every interaction
+        self.history = {h: recency_rows(log, self.data, h) for h in half_lives}
+        self.knn_half_life = self.ease_half_life = next(iter(self.history), None)
+        self.seen_neighbours = cosine_neighbours(self.data.seen) if half_lives else None
+        self.seen_ease = {lam: ease_weights(self.data.seen, lam) for lam in self.ease} if half_lives else {}
         # item clusters for every candidate count, one clustering per bagged ALS fit
         self.item_positives = np.asarray(self.positives.sum(axis=0)).ravel()
         self.clusters = {k: [item_clusters(self._item_vectors(m), k, seed + b + 1000 * r)
@@ -143,9 +176,15 @@ class _Signals:
         vectors[rows >= 0] = model.model.item_factors[rows[rows >= 0]]
         return vectors
 
-    def block(self, users: Sequence[str], ease_lambda: float | None = None, cluster_count: int | None = None
-              ) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        """({signal: users × items z-scores}, seen mask) for a batch of users."""
+    def options(self, attribute: str) -> Sequence:
+        """The fitted choices of a tunable setting (`block`'s keyword of that name)."""
+        return {"ease_lambda": self.ease, "cluster_count": self.clusters, "knn_half_life": self.history,
+                "ease_half_life": self.history}[attribute]
+
+    def block(self, users: Sequence[str], ease_lambda: float | None = None, cluster_count: int | None = None,
+              knn_half_life: float | None = None, ease_half_life: float | None = None,
+              names: Collection[str] | None = None) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """({signal: users × items z-scores}, seen mask) for a batch of users; only `names`, if given."""
         n = len(self.data.items)
         rows = np.array([self.data.user_index.get(u, -1) for u in users], dtype=np.int64)
         known, unknown = np.maximum(rows, 0), rows < 0
@@ -155,16 +194,29 @@ class _Signals:
             out[unknown] = 0.0
             return out
 
+        def wanted(name: str) -> bool:
+            return names is None or name in names
+
         seen = dense(self.data.seen) > 0
-        z = {name: _zscore(np.broadcast_to(s, (len(users), n)), seen) for name, s in self.global_scores.items()}
-        z["itemknn"] = _zscore(np.stack([_or_zeros(self.knn.scores_for(u), n) for u in users]), seen)
-        z["als_bag"] = _zscore(sum(_zscore(np.stack([_or_zeros(m.scores_for(u), n) for u in users]), seen)
-                                   for m in self.bag), seen)
+        z = {name: _zscore(np.broadcast_to(s, (len(users), n)), seen)
+             for name, s in self.global_scores.items() if wanted(name)}
+        if wanted("itemknn"):
+            z["itemknn"] = _zscore(np.stack([_or_zeros(self.knn.scores_for(u), n) for u in users]), seen)
+        if wanted("als_bag"):
+            z["als_bag"] = _zscore(sum(_zscore(np.stack([_or_zeros(m.scores_for(u), n) for u in users]), seen)
+                                       for m in self.bag), seen)
         lam = self.ease_lambda if ease_lambda is None else ease_lambda
-        if lam in self.ease:
+        if lam in self.ease and wanted("ease"):
             z["ease"] = _zscore(dense(self.positives) @ self.ease[lam], seen)
+        h = self.knn_half_life if knn_half_life is None else knn_half_life
+        if h in self.history and wanted("recent_knn"):
+            z["recent_knn"] = _zscore(np.asarray((self.history[h][known] @ self.seen_neighbours).todense())
+                                      * ~unknown[:, None], seen)
+        h = self.ease_half_life if ease_half_life is None else ease_half_life
+        if h in self.history and lam in self.seen_ease and wanted("recent_ease"):
+            z["recent_ease"] = _zscore(dense(self.history[h]) @ self.seen_ease[lam], seen)
         k = self.cluster_count if cluster_count is None else cluster_count
-        if k in self.clusters:
+        if k in self.clusters and wanted("cluster"):
             positives = dense(self.positives)
             z["cluster"] = _zscore(sum(_zscore(cluster_scores(positives, labels, self.item_positives, k), seen)
                                        for labels in self.clusters[k]), seen)
@@ -246,7 +298,7 @@ class _InnerCut:
         if not users:
             return
         self.signals = _Signals(inner.train, catalogue, blend.als_params, blend.seed + 100 * index,
-                                EASE_LAMBDAS, CLUSTER_COUNTS)
+                                EASE_LAMBDAS, CLUSTER_COUNTS, HALF_LIVES)
         item_index = self.signals.data.item_index
         self.relevant = np.zeros((len(users), len(self.signals.data.items)), dtype=bool)
         for r, u in enumerate(users):
@@ -264,13 +316,22 @@ class SignalBlend:
         self.weights: dict[str, float] = {"als_bag": 1.0}
         self.ease_lambda: float | None = None
         self.cluster_count: int | None = None
+        self.knn_half_life: float | None = None
+        self.ease_half_life: float | None = None
         self.inner_ndcg: dict[str, float] = {}
 
     def fit(self, train: InteractionLog, catalogue: Sequence[str]) -> SignalBlend:
         self._tune(train, catalogue)
-        lambdas = (self.ease_lambda,) if self.ease_lambda is not None and self.weights.get("ease") else ()
-        counts = (self.cluster_count,) if self.cluster_count is not None and self.weights.get("cluster") else ()
-        self.signals = _Signals(train, catalogue, self.als_params, self.seed, lambdas, counts)
+        used = {name for name, w in self.weights.items() if w}
+        lambdas = (self.ease_lambda,) if self.ease_lambda is not None and used & {"ease", "recent_ease"} else ()
+        counts = (self.cluster_count,) if self.cluster_count is not None and "cluster" in used else ()
+        half_lives = tuple(dict.fromkeys(h for name, h in (("recent_knn", self.knn_half_life),
+                                                           ("recent_ease", self.ease_half_life))
+                                         if name in used and h is not None))
+        self.signals = _Signals(train, catalogue, self.als_params, self.seed, lambdas, counts, half_lives)
+        if half_lives:
+            self.signals.knn_half_life = self.knn_half_life
+            self.signals.ease_half_life = self.ease_half_life
         return self
 
     def _tune(self, train: InteractionLog, catalogue: Sequence[str]) -> None:
@@ -284,13 +345,20 @@ class SignalBlend:
             return np.concatenate([_ndcg_per_user(_top_k(_combine(z_of(cut), weights), cut.seen, self.k),
                                                   cut.relevant, self.k) for cut in cuts])
 
-        # EASE's λ and the cluster count: each the best on its own, over all the cuts
-        for name, options, attribute in (("ease", EASE_LAMBDAS, "ease_lambda"), ("cluster", CLUSTER_COUNTS, "cluster_count")):
+        # EASE's λ, the cluster count and the half-lives: each the best on its own signal, over
+        # all the cuts (recent_ease after λ, which it uses too)
+        for name, options, attribute in (("ease", EASE_LAMBDAS, "ease_lambda"), ("cluster", CLUSTER_COUNTS, "cluster_count"),
+                                         ("recent_knn", HALF_LIVES, "knn_half_life"),
+                                         ("recent_ease", HALF_LIVES, "ease_half_life")):
             best = -1.0
             for option in options:
-                if not all(option in getattr(cut.signals, "ease" if name == "ease" else "clusters") for cut in cuts):
+                if not all(option in cut.signals.options(attribute) for cut in cuts):
                     continue
-                z_option = {id(cut): cut.signals.block(cut.users, **{attribute: option})[0] for cut in cuts}
+                chosen = {"ease_lambda": self.ease_lambda} if name == "recent_ease" else {}
+                z_option = {id(cut): cut.signals.block(cut.users, **chosen, **{attribute: option}, names={name})[0]
+                            for cut in cuts}
+                if not all(name in z for z in z_option.values()):
+                    continue
                 if (s := per_user({name: 1.0}, lambda cut: z_option[id(cut)]).mean()) > best:
                     best = s
                     setattr(self, attribute, option)
