@@ -1,11 +1,13 @@
-"""extract_content_features on tiny clips generated with lavfi (and cartoon faces drawn with
-OpenCV): colours, motion, cuts, faces, spectrum and tempo come out as the generated content dictates; degenerate and hostile inputs give finite
-numbers or ContentFeaturesError; nothing is left in the work folder."""
+"""extract_content_features on tiny clips generated with lavfi (cartoon faces drawn with OpenCV,
+and real photographs from scikit-image's sample images): colours, motion, cuts, faces, spectrum and
+tempo come out as the generated content dictates; degenerate and hostile inputs give finite numbers
+or ContentFeaturesError; nothing is left in the work folder."""
 
 from __future__ import annotations
 
 import json
 import math
+from importlib.resources import files
 from pathlib import Path
 
 import cv2
@@ -86,6 +88,15 @@ def _faces_clip(path: Path, faces: list[tuple[float, float, float]], seconds: fl
     return _encode(path, ["-loop", "1", "-framerate", "30", "-i", str(still), "-filter_complex", graph], None, seconds)
 
 
+def _photo_clip(path: Path, photo: str, seconds: float = 4) -> Path:
+    """A 350x630 portrait clip of one of scikit-image's sample photographs (public domain, in its
+    wheel: nothing is downloaded), scaled to the width, letterboxed and drifting a little."""
+    still = files("skimage") / "data" / f"{photo}.png"
+    graph = ("[0:v]scale=360:-2,pad=360:640:0:(oh-ih)/2:color=0x202020,"
+             "crop=350:630:x='5+5*sin(t)':y='5+5*cos(t)',format=yuv420p[v]")
+    return _encode(path, ["-loop", "1", "-framerate", "30", "-i", str(still), "-filter_complex", graph], None, seconds)
+
+
 CLIPS = {
     "red": lambda p: _encode(p, _colour("red"), _sine(300), 4),
     "darkred": lambda p: _encode(p, _colour("0x990000"), _sine(330), 4),
@@ -103,10 +114,13 @@ CLIPS = {
     "tiny": lambda p: _encode(p, _colour("green"), _sine(440), 0.04),  # one frame, < one analysis window of audio
     "selfie": lambda p: _faces_clip(p, [(0.5, 0.7, 0.6)]),
     "pair_far": lambda p: _faces_clip(p, [(0.28, 1.0, 0.25), (0.72, 1.0, 0.25)]),
+    "astronaut": lambda p: _photo_clip(p, "astronaut"),  # Eileen Collins' NASA portrait
+    "cat": lambda p: _photo_clip(p, "chelsea"),
+    "coffee": lambda p: _photo_clip(p, "coffee"),
 }
 DURATIONS = {"three_colours": 6.0, "dissolve": 5.4, "clicks120": 6.0, "clicks90": 6.0, "black_silent": 3.0,
              "tiny": 0.04}
-SILENT = ("three_colours", "dissolve", "selfie", "pair_far")  # made without an audio track
+SILENT = ("three_colours", "dissolve", "selfie", "pair_far", "astronaut", "cat", "coffee")  # made without an audio track
 
 
 @pytest.fixture(scope="module")
@@ -211,7 +225,14 @@ def test_faces_are_counted_and_sized(features):
     assert selfie["face_size"] > 2 * pair["face_size"]
 
 
-@pytest.mark.parametrize("name", ["red", "moving", "three_colours", "black_silent"])
+def test_a_face_in_a_real_photograph(features):
+    values = features("astronaut").values
+    assert values["face_frames"] == 1.0 and values["face_count"] == 1.0
+    # Her face is ~70 px wide once the 512-px photograph is scaled to the clip's 360-px width.
+    assert values["face_size"] == pytest.approx(0.21, abs=0.05)
+
+
+@pytest.mark.parametrize("name", ["red", "moving", "three_colours", "black_silent", "cat", "coffee"])
 def test_no_faces_where_there_are_none(features, name):
     values = features(name).values
     assert values["face_frames"] == values["face_size"] == values["face_count"] == 0.0

@@ -27,24 +27,25 @@ log still holds, as per-user signals over the items the user has not seen:
 
 Each signal is standardised per user over the unseen items (a z-score, so the scales are
 comparable) and they are added with weights. Everything that is chosen — EASE's λ, the cluster
-count, the recency half-lives and the weights (coordinate ascent over a small grid, from the best single signal) — is
-chosen on inner temporal splits of the TRAINING data only (per user: the first 70 / 80 / 90 % of
-their training interactions predict the rest; the three cuts' per-user NDCGs are pooled). The
-test part of an evaluation is never looked at. A weight change is kept only if it gains at least
-`MIN_GAIN` and one standard error of the paired per-user differences: with one inner split of
-~500 users, a weight that gained 4 % there lost 3 % on the test part of a development log, and
-the same change swung from +4 % to −2 % between neighbouring cuts of one log.
+count, the recency half-lives and the weights (coordinate ascent over a small grid, from the best
+single signal) — is chosen on inner temporal splits of the TRAINING data only (per user: the first
+70 / 80 / 90 % of their training interactions predict the rest; the three cuts' per-user NDCGs are
+pooled). The test part of an evaluation is never looked at. A weight change is kept only if it
+gains at least `MIN_GAIN` and one standard error of the paired per-user differences: with one inner
+split of ~500 users, a weight that gained 4 % there lost 3 % on the test part of a development log,
+and the same change swung from +4 % to −2 % between neighbouring cuts of one log.
 
 Tried and dropped (no gain over the tuned ALS on development logs, seeds other than the reported
 ones): a LightGBM lambdarank over these signals, an explicit factorisation of P(positive | shown)
-over the exposed pairs, EASE over all exposures, and similarity to the user's skipped items;
-on the simulator's logs, whose histories are exchangeable (bench/recsys_headroom.py), sequence
-signals (the last items only, item → next item transitions, recency-decayed popularity; the
-recency-weighted neighbours above lose there too and are weighted 0 by the inner cuts), non-positive exposures as weak positive or negative ALS feedback, ALS
-sharing item factors with the exposure matrix, bags larger than 8; for the cluster signal: refining
-the k-means labels by the users' cluster-share likelihood (+1 % at k = 20, collapses into few
-clusters at k = 10 or 40), PLSA instead of hard clusters, non-positive exposures in the users'
-cluster shares, the three cluster counts averaged, a popularity mixture inside the log.
+over the exposed pairs, EASE over all exposures, and similarity to the user's skipped items; on the
+simulator's logs, whose histories are exchangeable (bench/recsys_headroom.py), sequence signals
+(the last items only, item → next item transitions, recency-decayed popularity; the
+recency-weighted neighbours above lose there too and are weighted 0 by the inner cuts),
+non-positive exposures as weak positive or negative ALS feedback, ALS sharing item factors with the
+exposure matrix, bags larger than 8; for the cluster signal: refining the k-means labels by the
+users' cluster-share likelihood (+1 % at k = 20, collapses into few clusters at k = 10 or 40), PLSA
+instead of hard clusters, non-positive exposures in the users' cluster shares, the three cluster
+counts averaged, a popularity mixture inside the log.
 """
 
 from __future__ import annotations
@@ -347,7 +348,8 @@ class SignalBlend:
 
         # EASE's λ, the cluster count and the half-lives: each the best on its own signal, over
         # all the cuts (recent_ease after λ, which it uses too)
-        for name, options, attribute in (("ease", EASE_LAMBDAS, "ease_lambda"), ("cluster", CLUSTER_COUNTS, "cluster_count"),
+        for name, options, attribute in (("ease", EASE_LAMBDAS, "ease_lambda"),
+                                         ("cluster", CLUSTER_COUNTS, "cluster_count"),
                                          ("recent_knn", HALF_LIVES, "knn_half_life"),
                                          ("recent_ease", HALF_LIVES, "ease_half_life")):
             best = -1.0
